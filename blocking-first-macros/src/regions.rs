@@ -1,0 +1,458 @@
+//! Rewrites a body's `io!` and `parallel!` regions, its `return`s and the `break`/`continue`s that
+//! leave a region. Does not descend into closures, async blocks or nested items: a region there
+//! becomes a compile error that says to move it.
+
+use std::mem;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::visit::{self, Visit};
+use syn::visit_mut::{self, VisitMut};
+use syn::{
+    Block, Expr, Ident, Item, Label, Lifetime, Macro, Path, Stmt, Type, parse_quote_spanned,
+};
+
+use crate::parallel;
+
+/// The two region macros.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Io,
+    Parallel,
+}
+
+impl Kind {
+    /// `io!` or `parallel!` written as `io!`, `blocking_first::io!` or `<crate path>::io!`.
+    pub(crate) fn of(mac: &Macro, krate: &Path) -> Option<Kind> {
+        let segments = &mac.path.segments;
+        let last = segments.last()?;
+        let kind = match last.ident.to_string().as_str() {
+            "io" => Kind::Io,
+            "parallel" => Kind::Parallel,
+            _ => return None,
+        };
+        if segments.len() == 1 && mac.path.leading_colon.is_none() {
+            return Some(kind);
+        }
+        let parent = &segments[segments.len() - 2].ident;
+        let ours = parent == "blocking_first"
+            || krate
+                .segments
+                .last()
+                .is_some_and(|seg| seg.ident == *parent);
+        ours.then_some(kind)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Io => "io!",
+            Kind::Parallel => "parallel!",
+        }
+    }
+}
+
+/// Names the rewriter puts into the body.
+pub(crate) struct Names {
+    pub(crate) krate: Path,
+    /// The body's mode handle, on `Span::mixed_site()` so a user's own `__bf` keeps working.
+    pub(crate) mode: Ident,
+    /// The local that gives every `return` the declared return type.
+    pub(crate) ret: Ident,
+    /// The declared return type with `impl Trait` replaced by `_`.
+    pub(crate) ret_ty: Type,
+    /// Strip regions to plain blocks instead of driving them (when the signature is rejected).
+    pub(crate) plain: bool,
+}
+
+/// A loop or labeled block opened inside the current `io!` region.
+struct Target {
+    label: Option<Lifetime>,
+    is_loop: bool,
+}
+
+pub(crate) struct Rewriter<'a> {
+    names: &'a Names,
+    /// `Some` while inside an `io!` region: the break targets opened inside it.
+    region: Option<Vec<Target>>,
+    /// The expression or block visited next is in tail position: an `io!` there needs no way back.
+    tail: bool,
+}
+
+impl<'a> Rewriter<'a> {
+    pub(crate) fn new(names: &'a Names) -> Self {
+        Rewriter {
+            names,
+            region: None,
+            tail: false,
+        }
+    }
+
+    /// Rewrites a function body, whose tail is in tail position.
+    pub(crate) fn rewrite_body(&mut self, body: &mut Block) {
+        self.tail = true;
+        self.visit_block_mut(body);
+    }
+
+    fn region(&mut self, mac: &Macro, tail: bool) -> Expr {
+        match Kind::of(mac, &self.names.krate) {
+            Some(Kind::Io) => self.io_region(mac, tail),
+            Some(Kind::Parallel) => self.parallel_region(mac),
+            None => unreachable!("only called on region macros"),
+        }
+    }
+
+    fn io_region(&mut self, mac: &Macro, tail: bool) -> Expr {
+        let span = macro_span(mac);
+        if self.region.is_some() {
+            return error_expr(syn::Error::new(
+                span,
+                "`io!` inside `io!`: this code is already async, remove the inner `io!`",
+            ));
+        }
+        let mut block = match mac.parse_body_with(Block::parse_within) {
+            Ok(stmts) => Block {
+                brace_token: syn::token::Brace::default(),
+                stmts,
+            },
+            Err(err) => return error_expr(err),
+        };
+        self.region = Some(Vec::new());
+        self.visit_block_mut(&mut block);
+        self.region = None;
+        if self.names.plain {
+            return Expr::Block(syn::ExprBlock {
+                attrs: Vec::new(),
+                label: None,
+                block,
+            });
+        }
+
+        let mode = &self.names.mode;
+        let enter = quote_spanned!(span=> #mode.enter_io().await;);
+        let mut stmts = block.stmts;
+        if tail {
+            return parse_quote_spanned!(span=> { #enter #(#stmts)* });
+        }
+        let leave = self.leave(span);
+        match stmts.pop() {
+            // The value is computed in async mode if it awaits; otherwise after the switch back,
+            // which keeps a borrowed temporary in the tail alive as in a plain block.
+            Some(Stmt::Expr(value, None)) if contains_await(&value) => {
+                let slot = Ident::new("__value", Span::mixed_site());
+                parse_quote_spanned!(span=> {
+                    #enter #(#stmts)* let #slot = #value; #leave #slot
+                })
+            }
+            Some(Stmt::Expr(value, None)) => {
+                parse_quote_spanned!(span=> { #enter #(#stmts)* #leave #value })
+            }
+            last => parse_quote_spanned!(span=> { #enter #(#stmts)* #last #leave }),
+        }
+    }
+
+    fn parallel_region(&mut self, mac: &Macro) -> Expr {
+        let span = macro_span(mac);
+        if self.region.is_some() {
+            return error_expr(syn::Error::new(
+                span,
+                "`parallel!` inside `io!`: parallel branches are blocking code; put the \
+                 `parallel!` before or after the `io!` region",
+            ));
+        }
+        match parallel::expand(mac, span, self.names) {
+            Ok(expr) => expr,
+            Err(err) => error_expr(err),
+        }
+    }
+
+    /// `mode.leave_io().await;`, marked so a region that always diverges does not warn.
+    fn leave(&self, span: Span) -> TokenStream {
+        let mode = &self.names.mode;
+        quote_spanned!(span=> #[allow(unreachable_code)] #mode.leave_io().await;)
+    }
+
+    /// Whether a `break`/`continue` with this label jumps out of the current region.
+    fn leaves_region(&self, label: Option<&Lifetime>) -> bool {
+        let Some(targets) = &self.region else {
+            return false;
+        };
+        !targets.iter().any(|target| match label {
+            None => target.is_loop,
+            Some(label) => target.label.as_ref() == Some(label),
+        })
+    }
+
+    /// Loops and labeled blocks: break targets inside a region; outside, a safety net when they
+    /// contain a region (a `break` hidden in another macro, e.g. `select!`, is not rewritten).
+    fn visit_target(&mut self, expr: &mut Expr, label: Option<Lifetime>, is_loop: bool) {
+        if let Some(targets) = &mut self.region {
+            targets.push(Target { label, is_loop });
+            visit_mut::visit_expr_mut(self, expr);
+            if let Some(targets) = &mut self.region {
+                targets.pop();
+            }
+            return;
+        }
+        let has_io = !self.names.plain && contains_io(expr, &self.names.krate);
+        visit_mut::visit_expr_mut(self, expr);
+        if !has_io {
+            return;
+        }
+        let span = expr.span();
+        let leave = self.leave(span);
+        let head: Stmt = syn::parse2(leave.clone()).expect("a statement");
+        match expr {
+            Expr::Loop(l) => l.body.stmts.insert(0, head),
+            Expr::ForLoop(l) => l.body.stmts.insert(0, head),
+            Expr::While(l) => {
+                l.body.stmts.insert(0, head);
+                // A `continue` hidden in a macro reaches the condition before the body's head.
+                match &mut *l.cond {
+                    Expr::Let(cond) => {
+                        let value = &cond.expr;
+                        *cond.expr = parse_quote_spanned!(span=> { #leave #value });
+                    }
+                    cond => *cond = parse_quote_spanned!(span=> { #leave #cond }),
+                }
+            }
+            _ => {}
+        }
+        let slot = Ident::new("__value", Span::mixed_site());
+        *expr = parse_quote_spanned!(span=> { let #slot = #expr; #leave #slot });
+    }
+}
+
+impl VisitMut for Rewriter<'_> {
+    fn visit_block_mut(&mut self, block: &mut Block) {
+        let tail = mem::take(&mut self.tail);
+        let count = block.stmts.len();
+        for (index, stmt) in block.stmts.iter_mut().enumerate() {
+            let last = index + 1 == count;
+            match stmt {
+                Stmt::Macro(stmt_mac) if Kind::of(&stmt_mac.mac, &self.names.krate).is_some() => {
+                    let in_tail = tail && last && stmt_mac.semi_token.is_none();
+                    let mut expr = self.region(&stmt_mac.mac, in_tail);
+                    if let Expr::Block(block) = &mut expr {
+                        block.attrs = mem::take(&mut stmt_mac.attrs);
+                    }
+                    *stmt = Stmt::Expr(expr, stmt_mac.semi_token);
+                }
+                Stmt::Expr(expr, None) if last => {
+                    self.tail = tail;
+                    self.visit_expr_mut(expr);
+                }
+                _ => {
+                    self.tail = false;
+                    self.visit_stmt_mut(stmt);
+                }
+            }
+        }
+        self.tail = false;
+    }
+
+    fn visit_expr_mut(&mut self, expr: &mut Expr) {
+        let tail = mem::take(&mut self.tail);
+        match expr {
+            Expr::Macro(m) if Kind::of(&m.mac, &self.names.krate).is_some() => {
+                let mac = m.mac.clone();
+                *expr = self.region(&mac, tail);
+            }
+            Expr::Closure(closure) => forbid_regions(&mut closure.body, "a closure", self.names),
+            Expr::Async(block) => forbid_regions_in_block(&mut block.block, self.names),
+            Expr::Return(ret) => {
+                if let Some(value) = &mut ret.expr {
+                    // `return io! { .. }` leaves the body anyway: no way back needed.
+                    self.tail = true;
+                    self.visit_expr_mut(value);
+                    if !self.names.plain {
+                        let (name, ty) = (&self.names.ret, &self.names.ret_ty);
+                        let span = value.span();
+                        **value = parse_quote_spanned!(span=> { let #name: #ty = #value; #name });
+                    }
+                }
+            }
+            Expr::Break(brk) => {
+                if let Some(value) = &mut brk.expr {
+                    self.visit_expr_mut(value);
+                }
+                if !self.names.plain && self.leaves_region(brk.label.as_ref()) {
+                    let leave = self.leave(brk.span());
+                    *expr = parse_quote_spanned!(brk.span()=> { #leave #brk });
+                }
+            }
+            Expr::Continue(cont) => {
+                if !self.names.plain && self.leaves_region(cont.label.as_ref()) {
+                    let leave = self.leave(cont.span());
+                    *expr = parse_quote_spanned!(cont.span()=> { #leave #cont });
+                }
+            }
+            Expr::Loop(l) => {
+                let label = l.label.as_ref().map(|Label { name, .. }| name.clone());
+                self.visit_target(expr, label, true);
+            }
+            Expr::While(l) => {
+                let label = l.label.as_ref().map(|Label { name, .. }| name.clone());
+                self.visit_target(expr, label, true);
+            }
+            Expr::ForLoop(l) => {
+                let label = l.label.as_ref().map(|Label { name, .. }| name.clone());
+                self.visit_target(expr, label, true);
+            }
+            Expr::Block(b) if b.label.is_some() => {
+                let label = b.label.as_ref().map(|Label { name, .. }| name.clone());
+                self.visit_target(expr, label, false);
+            }
+            Expr::Block(b) if tail => {
+                self.tail = true;
+                self.visit_block_mut(&mut b.block);
+            }
+            Expr::If(i) if tail => {
+                self.visit_expr_mut(&mut i.cond);
+                self.tail = true;
+                self.visit_block_mut(&mut i.then_branch);
+                if let Some((_, otherwise)) = &mut i.else_branch {
+                    self.tail = true;
+                    self.visit_expr_mut(otherwise);
+                }
+            }
+            Expr::Match(m) if tail => {
+                self.visit_expr_mut(&mut m.expr);
+                for arm in &mut m.arms {
+                    if let Some((_, guard)) = &mut arm.guard {
+                        self.visit_expr_mut(guard);
+                    }
+                    self.tail = true;
+                    self.visit_expr_mut(&mut arm.body);
+                }
+            }
+            _ => visit_mut::visit_expr_mut(self, expr),
+        }
+    }
+
+    // Nested items are compiled on their own; a region there meets the fallback macro's error.
+    fn visit_item_mut(&mut self, _item: &mut Item) {}
+}
+
+/// The span to report a region at: its `io!` / `parallel!` path.
+pub(crate) fn macro_span(mac: &Macro) -> Span {
+    let path = &mac.path;
+    let bang = mac.bang_token;
+    quote!(#path #bang)
+        .into_iter()
+        .map(|tree| tree.span())
+        .reduce(|first, next| first.join(next).unwrap_or(first))
+        .unwrap_or_else(Span::call_site)
+}
+
+/// A compile error in expression position, at the error's span.
+pub(crate) fn error_expr(err: syn::Error) -> Expr {
+    let tokens = err.to_compile_error();
+    parse_quote_spanned!(err.span()=> { #tokens })
+}
+
+/// Replaces every region inside a closure or async block with an error that says what to do.
+fn forbid_regions(expr: &mut Expr, place: &'static str, names: &Names) {
+    Forbid { place, names }.visit_expr_mut(expr);
+}
+
+fn forbid_regions_in_block(block: &mut Block, names: &Names) {
+    Forbid {
+        place: "an async block",
+        names,
+    }
+    .visit_block_mut(block);
+}
+
+struct Forbid<'a> {
+    place: &'static str,
+    names: &'a Names,
+}
+
+impl Forbid<'_> {
+    fn error(&self, mac: &Macro) -> Option<Expr> {
+        let kind = Kind::of(mac, &self.names.krate)?;
+        let hint = if self.place == "an async block" && kind == Kind::Io {
+            " (an async block is async already: `.await` works in it directly)"
+        } else {
+            ""
+        };
+        Some(error_expr(syn::Error::new(
+            macro_span(mac),
+            format!(
+                "`{}` cannot be used inside {}: it may run later or elsewhere than the function's \
+                 body; move the region into the body of the #[blocking_first] function{hint}",
+                kind.name(),
+                self.place
+            ),
+        )))
+    }
+}
+
+impl VisitMut for Forbid<'_> {
+    fn visit_expr_mut(&mut self, expr: &mut Expr) {
+        if let Expr::Macro(m) = expr {
+            if let Some(error) = self.error(&m.mac) {
+                *expr = error;
+                return;
+            }
+        }
+        visit_mut::visit_expr_mut(self, expr);
+    }
+
+    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        if let Stmt::Macro(m) = stmt {
+            if let Some(error) = self.error(&m.mac) {
+                *stmt = Stmt::Expr(error, m.semi_token);
+                return;
+            }
+        }
+        visit_mut::visit_stmt_mut(self, stmt);
+    }
+
+    fn visit_item_mut(&mut self, _item: &mut Item) {}
+}
+
+/// Whether an expression awaits, outside closures, async blocks and nested items.
+pub(crate) fn contains_await(expr: &Expr) -> bool {
+    let mut finder = Finder::default();
+    finder.visit_expr(expr);
+    finder.awaits.is_some()
+}
+
+/// Whether an expression holds an `io!` region, outside closures, async blocks and nested items.
+fn contains_io(expr: &Expr, krate: &Path) -> bool {
+    let mut finder = Finder::default();
+    finder.visit_expr(expr);
+    finder
+        .macros
+        .iter()
+        .any(|mac| Kind::of(mac, krate) == Some(Kind::Io))
+}
+
+/// Collects `.await`s and macro invocations at the level of the body being rewritten.
+#[derive(Default)]
+pub(crate) struct Finder {
+    pub(crate) awaits: Option<Span>,
+    pub(crate) await_spans: Vec<Span>,
+    pub(crate) macros: Vec<Macro>,
+}
+
+impl<'ast> Visit<'ast> for Finder {
+    fn visit_expr_await(&mut self, expr: &'ast syn::ExprAwait) {
+        let span = expr.await_token.span();
+        self.awaits.get_or_insert(span);
+        self.await_spans.push(span);
+        visit::visit_expr_await(self, expr);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast Macro) {
+        self.macros.push(mac.clone());
+    }
+
+    fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+
+    fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
+
+    fn visit_item(&mut self, _: &'ast Item) {}
+}

@@ -1,0 +1,87 @@
+//! Checks that the function can become a driven body: an `async fn` whose future can be
+//! `Send + 'static`, because the body moves between the runtime and blocking threads.
+
+use syn::spanned::Spanned;
+use syn::visit::{self, Visit};
+use syn::{FnArg, Lifetime, Signature, Type, TypeReference};
+
+/// All signature problems at once, each at the user's span.
+pub(crate) fn check(sig: &Signature) -> syn::Result<()> {
+    let mut errors = Vec::new();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "#[blocking_first] goes on an `async fn`: write `async fn`, the body then runs as \
+             blocking code on tokio's blocking pool",
+        ));
+    }
+    if let Some(constness) = sig.constness {
+        errors.push(syn::Error::new_spanned(
+            constness,
+            "#[blocking_first] cannot be used on a `const fn`",
+        ));
+    }
+    for param in sig.generics.lifetimes() {
+        errors.push(syn::Error::new_spanned(
+            &param.lifetime,
+            "#[blocking_first] functions cannot have lifetime parameters: the body moves between \
+             threads, so everything it holds must be owned (`'static`); take owned values or `Arc`s",
+        ));
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) if receiver.reference.is_some() => {
+                errors.push(syn::Error::new_spanned(
+                    receiver,
+                    "#[blocking_first] methods cannot borrow `self`: the body moves between \
+                     threads and must own what it uses; take `self: Arc<Self>` (or `self`)",
+                ));
+            }
+            FnArg::Receiver(receiver) => check_type(&receiver.ty, &mut errors),
+            FnArg::Typed(arg) => check_type(&arg.ty, &mut errors),
+        }
+    }
+    errors
+        .into_iter()
+        .reduce(|mut all, next| {
+            all.combine(next);
+            all
+        })
+        .map_or(Ok(()), Err)
+}
+
+fn check_type(ty: &Type, errors: &mut Vec<syn::Error>) {
+    let mut finder = Borrows::default();
+    finder.visit_type(ty);
+    for span_source in finder.found {
+        errors.push(syn::Error::new(
+            span_source,
+            "#[blocking_first] arguments must be owned (`'static`): the body moves between the \
+             runtime and blocking threads, so it cannot hold a borrow of the caller's data; take \
+             an owned value (`String`, `Vec<T>`) or an `Arc`",
+        ));
+    }
+}
+
+/// Finds references and lifetimes other than `'static` in a type.
+#[derive(Default)]
+struct Borrows {
+    found: Vec<proc_macro2::Span>,
+}
+
+impl<'ast> Visit<'ast> for Borrows {
+    fn visit_type_reference(&mut self, reference: &'ast TypeReference) {
+        match &reference.lifetime {
+            Some(lifetime) if lifetime.ident == "static" => {
+                visit::visit_type(self, &reference.elem)
+            }
+            _ => self.found.push(reference.span()),
+        }
+    }
+
+    fn visit_lifetime(&mut self, lifetime: &'ast Lifetime) {
+        if lifetime.ident != "static" {
+            self.found.push(lifetime.span());
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The driver: one body future, polled on tokio's blocking pool in blocking mode and from the
+//! caller's task in async mode.
+//!
+//! The body stays one `async` block (rustc keeps its borrows, `?`, loops and error messages); the
+//! driver only decides *where* each poll happens. A blocking-mode poll runs inside
+//! `spawn_blocking`, which loops while the body keeps being woken and hands the body back
+//! ([`Hop::Back`]) as soon as it asks for async mode or waits on an `.await`. An async-mode poll
+//! happens right in [`Drive::poll`], holding no blocking thread.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::panic;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::limit::{self, Limit, Slot};
+use crate::mode::{Mode, Shared};
+use crate::span::Span;
+use crate::stats::InBlocking;
+
+type Body<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Starts driving the body that `make` builds around its [`Mode`] handle.
+///
+/// `limit` is the [`Limit`] whose slots the body's blocking code takes (`None`: the global one).
+/// The body does not start before the returned future is first polled. This is what
+/// `#[blocking_first]` expands to; see the crate docs for the expansion.
+pub fn drive<F, Fut>(limit: Option<&'static Limit>, make: F) -> Drive<Fut::Output>
+where
+    F: FnOnce(Mode) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let shared = Arc::new(Shared::default());
+    let body: Body<Fut::Output> = Box::pin(make(Mode {
+        shared: shared.clone(),
+    }));
+    // The first poll must run the body's opening blocking code: start as if woken.
+    shared.woken.store(true, Ordering::Release);
+    Drive {
+        waker: Waker::from(shared.clone()),
+        shared,
+        state: State::Held(body),
+        limit: limit.unwrap_or_else(limit::global),
+        started: false,
+        span: Span::current(),
+    }
+}
+
+/// The future returned by [`drive`]: resolves to the body's output.
+///
+/// Dropping it while the body runs blocking code lets that stretch finish, then drops the body on
+/// that blocking thread without running it further.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Drive<T: Send + 'static> {
+    state: State<T>,
+    shared: Arc<Shared>,
+    /// The waker every poll of the body gets: it routes wakes through `shared`.
+    waker: Waker,
+    limit: &'static Limit,
+    /// Whether the body has been polled at all (an unstarted body can be dropped anywhere).
+    started: bool,
+    span: Span,
+}
+
+enum State<T> {
+    /// The body is with the driver: not started, in async mode, or parked on an `.await`.
+    Held(Body<T>),
+    /// The body waits for a slot of its limit before its next stretch of blocking code.
+    Taking(Body<T>, Pin<Box<dyn Future<Output = Slot> + Send>>),
+    /// The body is on the blocking pool.
+    Hopping(JoinHandle<Hop<T>>),
+    /// The body finished or panicked.
+    Done,
+}
+
+/// What a stretch on the blocking pool ends with.
+enum Hop<T> {
+    /// The body completed.
+    Done(T),
+    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
+    Back(Body<T>),
+    /// The driver was dropped; the body was dropped on the blocking thread.
+    Dropped,
+}
+
+impl<T: Send + 'static> Future for Drive<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        loop {
+            match mem::replace(&mut this.state, State::Done) {
+                State::Hopping(mut handle) => match Pin::new(&mut handle).poll(cx) {
+                    Poll::Pending => {
+                        this.state = State::Hopping(handle);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(Hop::Done(value))) => return Poll::Ready(value),
+                    Poll::Ready(Ok(Hop::Back(body))) => this.state = State::Held(body),
+                    Poll::Ready(Ok(Hop::Dropped)) => {
+                        unreachable!("a body is only dropped after its driver is")
+                    }
+                    Poll::Ready(Err(err)) if err.is_panic() => {
+                        panic::resume_unwind(err.into_panic())
+                    }
+                    Poll::Ready(Err(_)) => panic!(
+                        "blocking-first: the tokio runtime shut down while this body was on its \
+                         blocking pool; the body was dropped without finishing"
+                    ),
+                },
+                State::Taking(body, mut take) => match take.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        this.state = State::Taking(body, take);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(slot) => this.state = this.hop(body, slot),
+                },
+                State::Held(mut body) => {
+                    if !this.shared.woken.swap(false, Ordering::AcqRel)
+                        && this.shared.park(cx.waker())
+                    {
+                        this.state = State::Held(body);
+                        return Poll::Pending;
+                    }
+                    if !this.shared.io.load(Ordering::Acquire) {
+                        this.state = match this.limit.try_take() {
+                            Some(slot) => this.hop(body, slot),
+                            None => State::Taking(body, this.limit.take()),
+                        };
+                        continue;
+                    }
+                    if let Poll::Ready(value) = this.poll_here(&mut body) {
+                        return Poll::Ready(value);
+                    }
+                    this.state = State::Held(body);
+                    if this.shared.io.load(Ordering::Acquire)
+                        && this.shared.woken.load(Ordering::Acquire)
+                    {
+                        // Woken while still in async mode: yield to the runtime instead of
+                        // re-polling in place, which would livelock once tokio's cooperative
+                        // budget is spent.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                State::Done => panic!("`Drive` polled after completion"),
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drive<T> {
+    /// Polls the body in async mode, on the caller's task.
+    fn poll_here(&mut self, body: &mut Body<T>) -> Poll<T> {
+        self.started = true;
+        self.shared.on_blocking.store(false, Ordering::Release);
+        let _entered = self.span.enter();
+        body.as_mut().poll(&mut Context::from_waker(&self.waker))
+    }
+
+    /// Moves the body onto the blocking pool for a stretch of blocking code.
+    fn hop(&mut self, body: Body<T>, slot: Slot) -> State<T> {
+        self.started = true;
+        let shared = self.shared.clone();
+        let waker = self.waker.clone();
+        let span = self.span.clone();
+        let Ok(handle) = Handle::try_current() else {
+            panic!(
+                "blocking-first: a #[blocking_first] function was awaited outside a tokio \
+                 runtime; await it inside one (e.g. #[tokio::main])"
+            )
+        };
+        State::Hopping(handle.spawn_blocking(move || {
+            // Dropped in reverse: the count falls before the slot is given back.
+            let _slot = limit::enter_context(slot);
+            let _counted = InBlocking::enter();
+            let _entered = span.enter();
+            run_stretch(body, &shared, &waker)
+        }))
+    }
+}
+
+/// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
+/// being woken.
+fn run_stretch<T>(mut body: Body<T>, shared: &Shared, waker: &Waker) -> Hop<T> {
+    let mut cx = Context::from_waker(waker);
+    shared.on_blocking.store(true, Ordering::Release);
+    loop {
+        if shared.cancelled.load(Ordering::Acquire) {
+            drop(body);
+            return Hop::Dropped;
+        }
+        shared.woken.store(false, Ordering::Release);
+        if let Poll::Ready(value) = body.as_mut().poll(&mut cx) {
+            return Hop::Done(value);
+        }
+        if shared.cancelled.load(Ordering::Acquire) {
+            drop(body);
+            return Hop::Dropped;
+        }
+        if shared.io.load(Ordering::Acquire) || !shared.woken.load(Ordering::Acquire) {
+            shared.on_blocking.store(false, Ordering::Release);
+            return Hop::Back(body);
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Drive<T> {
+    fn drop(&mut self) {
+        self.shared.cancelled.store(true, Ordering::Release);
+        let body = match mem::replace(&mut self.state, State::Done) {
+            // The blocking thread sees `cancelled` at the body's next boundary and drops it there.
+            State::Hopping(_) | State::Done => return,
+            State::Held(body) | State::Taking(body, _) => body,
+        };
+        // A started body may own connections or files: run its destructors on a blocking thread,
+        // not on a runtime worker. Without a runtime (it is shutting down) drop it here.
+        if let (true, Ok(handle)) = (self.started, Handle::try_current()) {
+            drop(handle.spawn_blocking(move || drop(body)));
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for Drive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Held(_) if self.shared.io.load(Ordering::Acquire) => "async",
+            State::Held(_) => "parked",
+            State::Taking(..) => "waiting for a slot",
+            State::Hopping(_) => "blocking",
+            State::Done => "done",
+        };
+        f.debug_struct("Drive")
+            .field("state", &state)
+            .field("limit", &self.limit.name())
+            .finish()
+    }
+}

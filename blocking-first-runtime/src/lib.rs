@@ -1,0 +1,20 @@
+//! The runtime behind [`#[blocking_first]`](https://docs.rs/blocking-first): a driver that polls
+//! one body future on tokio's blocking pool while it runs blocking code and on the runtime while
+//! it is in an `io!` region, caps on blocking concurrency, and process-wide counters.
+//!
+//! Depend on the `blocking-first` crate, which re-exports everything here.
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+mod driver;
+pub mod limit;
+mod mode;
+pub mod parallel;
+mod span;
+mod stats;
+
+pub use driver::{Drive, drive};
+pub use mode::{EnterIo, LeaveIo, Mode};
+pub use stats::{Stats, reset_peak, stats};

@@ -1,0 +1,140 @@
+//! The mode handle a body uses to ask where it runs, and the state it shares with its driver.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// State shared by one body, its [`Mode`] handle and its driver.
+///
+/// It is also the waker every poll of the body gets, on whichever thread: all wakes go through
+/// `woken`, so the driver can tell "pending because it waits" from "pending because it asked to move".
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// The body asked for async mode (it is inside an `io!` region).
+    pub(crate) io: AtomicBool,
+    /// The body is being polled on a blocking thread right now.
+    pub(crate) on_blocking: AtomicBool,
+    /// The body's waker fired since its last poll started.
+    pub(crate) woken: AtomicBool,
+    /// The driver was dropped: the body must not run any further.
+    pub(crate) cancelled: AtomicBool,
+    /// The outer task's waker, present only while the body is parked with the driver.
+    parked: Mutex<Option<Waker>>,
+}
+
+impl Shared {
+    /// Registers the outer task's waker while the body waits with the driver.
+    ///
+    /// Returns `false` if a wake arrived in the meantime, in which case nothing stays registered
+    /// and the caller must act on the wake itself (the lost-wakeup race).
+    pub(crate) fn park(&self, waker: &Waker) -> bool {
+        *self.lock_parked() = Some(waker.clone());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            self.lock_parked().take();
+            return false;
+        }
+        true
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        // Only a parked body needs its outer task woken; while it runs on a blocking thread the
+        // hop loop sees `woken` itself.
+        let parked = self.lock_parked().take();
+        if let Some(waker) = parked {
+            waker.wake();
+        }
+    }
+}
+
+/// The handle through which a body asks to run on the runtime (`io!`) or on the blocking pool.
+///
+/// `#[blocking_first]` creates one per call and uses it at every region boundary; user code does
+/// not normally touch it.
+#[derive(Debug, Clone)]
+pub struct Mode {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Mode {
+    /// Records that the body wants async mode from here on.
+    ///
+    /// Lazy: the body stays where it is until an `.await` really suspends, so a region that
+    /// completes without waiting costs no thread hop. Never completes once the driver is dropped,
+    /// which makes every region entry a point where a cancelled body stops.
+    pub fn enter_io(&self) -> EnterIo<'_> {
+        EnterIo { mode: self }
+    }
+
+    /// Returns the body to blocking mode.
+    ///
+    /// Free when the body never left its blocking thread; otherwise suspends once so the driver
+    /// moves the body to the blocking pool. Never completes once the driver is dropped.
+    pub fn leave_io(&self) -> LeaveIo<'_> {
+        LeaveIo { mode: self }
+    }
+
+    /// Whether the body is currently in async mode (inside an `io!` region).
+    pub fn is_io(&self) -> bool {
+        self.shared.io.load(Ordering::Acquire)
+    }
+}
+
+/// Future returned by [`Mode::enter_io`].
+#[derive(Debug)]
+#[must_use = "a region boundary does nothing unless awaited"]
+pub struct EnterIo<'a> {
+    mode: &'a Mode,
+}
+
+impl Future for EnterIo<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        let shared = &self.mode.shared;
+        if shared.cancelled.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        shared.io.store(true, Ordering::Release);
+        Poll::Ready(())
+    }
+}
+
+/// Future returned by [`Mode::leave_io`].
+#[derive(Debug)]
+#[must_use = "a region boundary does nothing unless awaited"]
+pub struct LeaveIo<'a> {
+    mode: &'a Mode,
+}
+
+impl Future for LeaveIo<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let shared = &self.mode.shared;
+        if shared.cancelled.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        shared.io.store(false, Ordering::Release);
+        if shared.on_blocking.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            // On the runtime: suspend once with a wake, so the driver sees "blocking mode, woken"
+            // and moves the body to a blocking thread, where this poll then completes.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}

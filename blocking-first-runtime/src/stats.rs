@@ -1,0 +1,70 @@
+//! Process-wide counters: cheap relaxed atomics, read with [`stats()`].
+//!
+//! ```
+//! let before = blocking_first::stats();
+//! // ... serve some requests ...
+//! let after = blocking_first::stats();
+//! assert!(after.hops >= before.hops);
+//! ```
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub(crate) static HOPS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static IN_BLOCKING: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static PEAK_IN_BLOCKING: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static WAITING: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static DISPATCHED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
+
+/// A snapshot of the process-wide counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Moves of a body onto the blocking pool since start.
+    pub hops: u64,
+    /// Bodies running blocking code now.
+    pub in_blocking: usize,
+    /// The most bodies ever in blocking code at once (see [`reset_peak`]).
+    pub peak_in_blocking: usize,
+    /// Bodies waiting for a slot of their [`Limit`](crate::limit::Limit) now.
+    pub waiting_for_slot: usize,
+    /// `parallel` branches sent to other blocking threads.
+    pub parallel_dispatched: u64,
+    /// `parallel` branches run on the caller's own thread (no slot free, or not worth a thread).
+    pub parallel_inline: u64,
+}
+
+/// Reads the process-wide counters.
+pub fn stats() -> Stats {
+    Stats {
+        hops: HOPS.load(Ordering::Relaxed),
+        in_blocking: IN_BLOCKING.load(Ordering::Relaxed),
+        peak_in_blocking: PEAK_IN_BLOCKING.load(Ordering::Relaxed),
+        waiting_for_slot: WAITING.load(Ordering::Relaxed),
+        parallel_dispatched: DISPATCHED.load(Ordering::Relaxed),
+        parallel_inline: INLINE.load(Ordering::Relaxed),
+    }
+}
+
+/// Resets the peak of bodies in blocking code to the current number.
+pub fn reset_peak() {
+    PEAK_IN_BLOCKING.store(IN_BLOCKING.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Counts one body in blocking code for as long as it lives.
+pub(crate) struct InBlocking(());
+
+impl InBlocking {
+    pub(crate) fn enter() -> InBlocking {
+        HOPS.fetch_add(1, Ordering::Relaxed);
+        let now = IN_BLOCKING.fetch_add(1, Ordering::Relaxed) + 1;
+        PEAK_IN_BLOCKING.fetch_max(now, Ordering::Relaxed);
+        InBlocking(())
+    }
+}
+
+impl Drop for InBlocking {
+    fn drop(&mut self) {
+        IN_BLOCKING.fetch_sub(1, Ordering::Relaxed);
+    }
+}

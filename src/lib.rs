@@ -1,0 +1,53 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+/// Runs an `async fn`'s body as blocking code on tokio's blocking pool.
+///
+/// Inside the body, `io! { .. }` marks async regions (run on the runtime, holding no thread while
+/// they wait) and `parallel! { a, b }` runs blocking branches side by side. See the
+/// [crate docs](crate) for the contract and the expansion.
+///
+/// Arguments:
+/// - `limit = PATH`: the `static` [`Limit`](limit::Limit) whose slots this function's blocking
+///   code takes (default: [`limit::global()`]).
+/// - `crate = path`: where this crate is, if it was renamed in `Cargo.toml`.
+pub use blocking_first_macros::blocking_first;
+
+pub use blocking_first_runtime::limit;
+pub use blocking_first_runtime::parallel;
+pub use blocking_first_runtime::{Drive, EnterIo, LeaveIo, Mode, Stats, drive, reset_peak, stats};
+
+#[doc(hidden)]
+pub use blocking_first_runtime::__private;
+
+/// An async region: `io! { .. }` runs its statements on the tokio runtime, holding no blocking
+/// thread while they wait. Its value is the block's value.
+///
+/// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function; the
+/// attribute rewrites it. Anywhere else this fallback reports the misuse.
+#[macro_export]
+macro_rules! io {
+    ($($region:tt)*) => {
+        ::core::compile_error!(
+            "`io!` is only valid in the body of a #[blocking_first] async fn, outside closures, \
+             async blocks and other macros' arguments: add #[blocking_first] to the function, or \
+             bind the region's value to a local first (`let v = io! { .. };`)"
+        )
+    };
+}
+
+/// Runs blocking branches side by side: `parallel! { a, b }` evaluates to `(a_value, b_value)`.
+///
+/// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function, outside
+/// `io!`; the attribute rewrites it. In other blocking code use [`parallel::scope`] or
+/// [`parallel::map`].
+#[macro_export]
+macro_rules! parallel {
+    ($($branches:tt)*) => {
+        ::core::compile_error!(
+            "`parallel!` is only valid in the body of a #[blocking_first] async fn, outside \
+             closures, async blocks and other macros' arguments; elsewhere in blocking code use \
+             `blocking_first::parallel::scope` or `blocking_first::parallel::map`"
+        )
+    };
+}
