@@ -33,9 +33,15 @@ async fn where_things_run() -> (bool, bool, bool, bool) {
 fn blocking_code_runs_off_the_workers_and_io_code_on_them() {
     on_both_flavors(|| async {
         let (before, after, after_region, tail) = where_things_run().await;
-        assert!(!before, "an io region starts where the body is, until it suspends");
+        assert!(
+            !before,
+            "an io region starts where the body is, until it suspends"
+        );
         assert!(after, "io code after its first suspension runs on a worker");
-        assert!(!after_region, "blocking code after a region runs off the workers");
+        assert!(
+            !after_region,
+            "blocking code after a region runs off the workers"
+        );
         assert!(tail, "a tail region ends on a worker");
     });
 }
@@ -135,14 +141,23 @@ async fn return_in_io(early: bool, after: Arc<AtomicBool>) -> Box<dyn std::fmt::
 fn question_mark_and_return_inside_io_leave_the_function() {
     on_both_flavors(|| async {
         let after = Arc::new(AtomicBool::new(false));
-        assert_eq!(question_mark_in_io(false, after.clone()).await, Err(Failed("upstream")));
-        assert!(!after.load(Ordering::SeqCst), "code after a failed `?` must not run");
+        assert_eq!(
+            question_mark_in_io(false, after.clone()).await,
+            Err(Failed("upstream"))
+        );
+        assert!(
+            !after.load(Ordering::SeqCst),
+            "code after a failed `?` must not run"
+        );
         assert_eq!(question_mark_in_io(true, after.clone()).await, Ok(8));
         assert!(after.load(Ordering::SeqCst));
 
         let after = Arc::new(AtomicBool::new(false));
         assert_eq!(return_in_io(true, after.clone()).await.to_string(), "early");
-        assert!(!after.load(Ordering::SeqCst), "code after `return` must not run");
+        assert!(
+            !after.load(Ordering::SeqCst),
+            "code after `return` must not run"
+        );
         assert_eq!(return_in_io(false, after.clone()).await.to_string(), "5");
         assert!(after.load(Ordering::SeqCst));
     });
@@ -334,9 +349,19 @@ fn dropping_the_future_during_blocking_code_drops_the_body_once_off_the_workers(
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(probes.drops.load(Ordering::SeqCst), 1, "dropped exactly once");
-        assert!(!probes.dropped_on_worker.load(Ordering::SeqCst), "dropped on a worker");
-        assert!(!probes.ran_after.load(Ordering::SeqCst), "ran code after cancellation");
+        assert_eq!(
+            probes.drops.load(Ordering::SeqCst),
+            1,
+            "dropped exactly once"
+        );
+        assert!(
+            !probes.dropped_on_worker.load(Ordering::SeqCst),
+            "dropped on a worker"
+        );
+        assert!(
+            !probes.ran_after.load(Ordering::SeqCst),
+            "ran code after cancellation"
+        );
     });
 }
 
@@ -371,7 +396,10 @@ fn dropping_a_parked_body_drops_it_on_a_blocking_thread() {
             tokio::task::spawn_blocking(move || wait_until(|| drops.load(Ordering::SeqCst) == 1))
                 .await
                 .unwrap();
-            assert!(!probes.dropped_on_worker.load(Ordering::SeqCst), "in_io={in_io}");
+            assert!(
+                !probes.dropped_on_worker.load(Ordering::SeqCst),
+                "in_io={in_io}"
+            );
             assert!(!probes.ran_after.load(Ordering::SeqCst));
         }
     });
@@ -407,8 +435,15 @@ fn runtime_shutdown_with_bodies_in_flight_does_not_hang_or_run_user_code_after()
         assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
         std::thread::sleep(Duration::from_millis(50));
         for probes in [&in_blocking, &in_io, &waiting] {
-            assert!(!probes.ran_after.load(Ordering::SeqCst), "user code ran after shutdown");
-            assert_eq!(probes.drops.load(Ordering::SeqCst), 1, "body dropped exactly once");
+            assert!(
+                !probes.ran_after.load(Ordering::SeqCst),
+                "user code ran after shutdown"
+            );
+            assert_eq!(
+                probes.drops.load(Ordering::SeqCst),
+                1,
+                "body dropped exactly once"
+            );
         }
     }
 }

@@ -4,13 +4,14 @@
 use proc_macro2::Span;
 use quote::{format_ident, quote_spanned};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Expr, Macro, Token, parse_quote_spanned};
 
 use crate::regions::{Finder, Kind, Names};
 
 pub(crate) fn expand(mac: &Macro, span: Span, names: &Names) -> syn::Result<Expr> {
-    let mut branches: Vec<Expr> = mac
+    let branches: Vec<Expr> = mac
         .parse_body_with(Punctuated::<Expr, Token![,]>::parse_terminated)?
         .into_iter()
         .collect();
@@ -21,18 +22,26 @@ pub(crate) fn expand(mac: &Macro, span: Span, names: &Names) -> syn::Result<Expr
 
     let krate = &names.krate;
     let scope = syn::Ident::new("__scope", Span::mixed_site());
-    // The caller's thread runs the last branch itself instead of waiting idle.
-    let last = branches.pop().expect("checked: at least one branch");
-    let handles: Vec<_> = (0..branches.len())
+    let names: Vec<_> = (0..branches.len())
         .map(|index| format_ident!("__branch{}", index, span = Span::mixed_site()))
         .collect();
-    let value = syn::Ident::new("__value", Span::mixed_site());
+    // The caller's thread runs the last branch itself instead of waiting idle.
+    let (last, spawned) = names.split_last().expect("checked: at least one branch");
+    // Closures first, so a conflicting borrow between two branches gets rustc's plain
+    // "borrowed more than once" error at the branches themselves.
+    let closures = branches
+        .iter()
+        .zip(&names)
+        .map(|(branch, name)| quote_spanned!(branch.span()=> let #name = || #branch;));
     let tokens = quote_spanned! {span=>
-        #krate::__private::parallel::scope(|#scope| {
-            #( let #handles = #scope.spawn(|| #branches); )*
-            let #value = #krate::__private::parallel::run_inline(|| #last);
-            ( #( #handles.join(), )* #value, )
-        })
+        {
+            #( #closures )*
+            #krate::__private::parallel::scope(|#scope| {
+                #( let #spawned = #scope.spawn(#spawned); )*
+                let #last = #krate::__private::parallel::run_inline(#last);
+                ( #( #spawned.join(), )* #last, )
+            })
+        }
     };
     syn::parse2(tokens)
 }

@@ -4,7 +4,7 @@
 
 use std::mem;
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
@@ -94,7 +94,7 @@ impl<'a> Rewriter<'a> {
         self.visit_block_mut(body);
     }
 
-    fn region(&mut self, mac: &Macro, tail: bool) -> Expr {
+    pub(crate) fn region(&mut self, mac: &Macro, tail: bool) -> Expr {
         match Kind::of(mac, &self.names.krate) {
             Some(Kind::Io) => self.io_region(mac, tail),
             Some(Kind::Parallel) => self.parallel_region(mac),
@@ -238,6 +238,11 @@ impl VisitMut for Rewriter<'_> {
                     }
                     *stmt = Stmt::Expr(expr, stmt_mac.semi_token);
                 }
+                Stmt::Macro(stmt_mac) => {
+                    if let Some(error) = hidden_region(&stmt_mac.mac) {
+                        *stmt = Stmt::Expr(error, stmt_mac.semi_token);
+                    }
+                }
                 Stmt::Expr(expr, None) if last => {
                     self.tail = tail;
                     self.visit_expr_mut(expr);
@@ -257,6 +262,11 @@ impl VisitMut for Rewriter<'_> {
             Expr::Macro(m) if Kind::of(&m.mac, &self.names.krate).is_some() => {
                 let mac = m.mac.clone();
                 *expr = self.region(&mac, tail);
+            }
+            Expr::Macro(m) => {
+                if let Some(error) = hidden_region(&m.mac) {
+                    *expr = error;
+                }
             }
             Expr::Closure(closure) => forbid_regions(&mut closure.body, "a closure", self.names),
             Expr::Async(block) => forbid_regions_in_block(&mut block.block, self.names),
@@ -345,6 +355,44 @@ pub(crate) fn macro_span(mac: &Macro) -> Span {
         .unwrap_or_else(Span::call_site)
 }
 
+/// An error for `io!` / `parallel!` written inside another macro's arguments, which the attribute
+/// cannot rewrite (it cannot know how that macro uses its tokens).
+fn hidden_region(outer: &Macro) -> Option<Expr> {
+    fn find(tokens: TokenStream) -> Option<(Span, String)> {
+        let mut trees = tokens.into_iter().peekable();
+        while let Some(tree) = trees.next() {
+            match tree {
+                TokenTree::Ident(ident) if ident == "io" || ident == "parallel" => {
+                    if matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
+                        return Some((ident.span(), ident.to_string()));
+                    }
+                }
+                TokenTree::Group(group) => {
+                    if let Some(found) = find(group.stream()) {
+                        return Some(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    let (span, name) = find(outer.tokens.clone())?;
+    let outer_name = outer
+        .path
+        .segments
+        .last()
+        .map(|seg| seg.ident.to_string())?;
+    Some(error_expr(syn::Error::new(
+        span,
+        format!(
+            "`{name}!` inside the arguments of `{outer_name}!` cannot be rewritten by \
+             #[blocking_first]: bind the region's value to a local first \
+             (`let value = {name}! {{ .. }};`) and pass the local to `{outer_name}!`"
+        ),
+    )))
+}
+
 /// A compile error in expression position, at the error's span.
 pub(crate) fn error_expr(err: syn::Error) -> Expr {
     let tokens = err.to_compile_error();
@@ -372,6 +420,10 @@ struct Forbid<'a> {
 impl Forbid<'_> {
     fn error(&self, mac: &Macro) -> Option<Expr> {
         let kind = Kind::of(mac, &self.names.krate)?;
+        if self.names.plain {
+            // The function is already rejected: strip the region quietly instead of piling on.
+            return Some(Rewriter::new(self.names).region(mac, false));
+        }
         let hint = if self.place == "an async block" && kind == Kind::Io {
             " (an async block is async already: `.await` works in it directly)"
         } else {

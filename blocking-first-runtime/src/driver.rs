@@ -24,7 +24,15 @@ use crate::mode::{Mode, Shared};
 use crate::span::Span;
 use crate::stats::InBlocking;
 
-type Body<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A body, boxed once for the driver's whole life.
+#[doc(hidden)]
+pub struct Body<T>(pub(crate) Pin<Box<dyn Future<Output = T> + Send + 'static>>);
+
+impl<T> fmt::Debug for Body<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Body")
+    }
+}
 
 /// Starts driving the body that `make` builds around its [`Mode`] handle.
 ///
@@ -37,10 +45,21 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
+    drive_body(limit, |mode| Body(Box::pin(make(mode))))
+}
+
+/// [`drive`] for generated code, which boxes the body itself (in `body_must_be_send`, so that a
+/// non-`Send` body is reported there).
+#[doc(hidden)]
+pub fn drive_body<F, T>(limit: Option<&'static Limit>, make: F) -> Drive<T>
+where
+    F: FnOnce(Mode) -> Body<T>,
+    T: Send + 'static,
+{
     let shared = Arc::new(Shared::default());
-    let body: Body<Fut::Output> = Box::pin(make(Mode {
+    let Body(body) = make(Mode {
         shared: shared.clone(),
-    }));
+    });
     // The first poll must run the body's opening blocking code: start as if woken.
     shared.woken.store(true, Ordering::Release);
     Drive {
@@ -69,11 +88,13 @@ pub struct Drive<T: Send + 'static> {
     span: Span,
 }
 
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
 enum State<T> {
     /// The body is with the driver: not started, in async mode, or parked on an `.await`.
-    Held(Body<T>),
+    Held(Boxed<T>),
     /// The body waits for a slot of its limit before its next stretch of blocking code.
-    Taking(Body<T>, Pin<Box<dyn Future<Output = Slot> + Send>>),
+    Taking(Boxed<T>, Pin<Box<dyn Future<Output = Slot> + Send>>),
     /// The body is on the blocking pool.
     Hopping(JoinHandle<Hop<T>>),
     /// The body finished or panicked.
@@ -85,7 +106,7 @@ enum Hop<T> {
     /// The body completed.
     Done(T),
     /// The body asked for async mode or waits on an `.await`: the driver takes it back.
-    Back(Body<T>),
+    Back(Boxed<T>),
     /// The driver was dropped; the body was dropped on the blocking thread.
     Dropped,
 }
@@ -158,7 +179,7 @@ impl<T: Send + 'static> Future for Drive<T> {
 
 impl<T: Send + 'static> Drive<T> {
     /// Polls the body in async mode, on the caller's task.
-    fn poll_here(&mut self, body: &mut Body<T>) -> Poll<T> {
+    fn poll_here(&mut self, body: &mut Boxed<T>) -> Poll<T> {
         self.started = true;
         self.shared.on_blocking.store(false, Ordering::Release);
         let _entered = self.span.enter();
@@ -166,7 +187,7 @@ impl<T: Send + 'static> Drive<T> {
     }
 
     /// Moves the body onto the blocking pool for a stretch of blocking code.
-    fn hop(&mut self, body: Body<T>, slot: Slot) -> State<T> {
+    fn hop(&mut self, body: Boxed<T>, slot: Slot) -> State<T> {
         self.started = true;
         let shared = self.shared.clone();
         let waker = self.waker.clone();
@@ -189,7 +210,7 @@ impl<T: Send + 'static> Drive<T> {
 
 /// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
 /// being woken.
-fn run_stretch<T>(mut body: Body<T>, shared: &Shared, waker: &Waker) -> Hop<T> {
+fn run_stretch<T>(mut body: Boxed<T>, shared: &Shared, waker: &Waker) -> Hop<T> {
     let mut cx = Context::from_waker(waker);
     shared.on_blocking.store(true, Ordering::Release);
     loop {

@@ -111,12 +111,6 @@ where
     })
 }
 
-/// Runs a closure on the caller's thread; what `parallel!` does with its last branch.
-#[doc(hidden)]
-pub fn run_inline<T>(f: impl FnOnce() -> T) -> T {
-    f()
-}
-
 /// A scope to spawn borrowing branches in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
     pending: Arc<Pending>,

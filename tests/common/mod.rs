@@ -79,7 +79,10 @@ pub async fn suspend() {
 pub fn wait_until(mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "condition not reached in 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }

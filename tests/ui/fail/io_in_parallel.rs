@@ -1,0 +1,11 @@
+use blocking_first::blocking_first;
+
+#[blocking_first]
+async fn handler() -> (u32, u32) {
+    parallel! {
+        io! { 1 },
+        2,
+    }
+}
+
+fn main() {}
