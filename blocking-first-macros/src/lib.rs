@@ -8,6 +8,8 @@ mod expand;
 mod parallel;
 mod regions;
 mod signature;
+#[cfg(test)]
+mod snapshots;
 
 use proc_macro::TokenStream;
 

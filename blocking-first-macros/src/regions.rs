@@ -110,44 +110,58 @@ impl<'a> Rewriter<'a> {
                 "`io!` inside `io!`: this code is already async, remove the inner `io!`",
             ));
         }
-        let mut block = match mac.parse_body_with(Block::parse_within) {
-            Ok(stmts) => Block {
-                brace_token: syn::token::Brace::default(),
-                stmts,
-            },
+        let mut stmts = match mac.parse_body_with(Block::parse_within) {
+            Ok(stmts) => stmts,
             Err(err) => return error_expr(err),
+        };
+        // The region's value: its final expression, or a final macro call such as `select!`.
+        let mut value = match stmts.pop() {
+            Some(Stmt::Expr(value, None)) => Some(value),
+            Some(Stmt::Macro(m)) if m.semi_token.is_none() => Some(Expr::Macro(syn::ExprMacro {
+                attrs: m.attrs,
+                mac: m.mac,
+            })),
+            last => {
+                stmts.extend(last);
+                None
+            }
+        };
+        // Decided before rewriting, which adds awaits of its own. A macro may hide an await.
+        let value_awaits = value
+            .as_ref()
+            .is_some_and(|value| matches!(value, Expr::Macro(_)) || contains_await(value));
+        let mut block = Block {
+            brace_token: syn::token::Brace::default(),
+            stmts,
         };
         self.region = Some(Vec::new());
         self.visit_block_mut(&mut block);
+        if let Some(value) = &mut value {
+            self.visit_expr_mut(value);
+        }
         self.region = None;
+        let stmts = block.stmts;
         if self.names.plain {
-            return Expr::Block(syn::ExprBlock {
-                attrs: Vec::new(),
-                label: None,
-                block,
-            });
+            return parse_quote_spanned!(span=> { #(#stmts)* #value });
         }
 
         let mode = &self.names.mode;
         let enter = quote_spanned!(span=> #mode.enter_io().await;);
-        let mut stmts = block.stmts;
         if tail {
-            return parse_quote_spanned!(span=> { #enter #(#stmts)* });
+            return parse_quote_spanned!(span=> { #enter #(#stmts)* #value });
         }
         let leave = self.leave(span);
-        match stmts.pop() {
-            // The value is computed in async mode if it awaits; otherwise after the switch back,
-            // which keeps a borrowed temporary in the tail alive as in a plain block.
-            Some(Stmt::Expr(value, None)) if contains_await(&value) => {
+        match value {
+            // A value that awaits is computed in async mode. One that cannot wait is plain
+            // blocking code: it runs after the switch back, which keeps a borrowed temporary in it
+            // alive as in an ordinary block (`let s: &str = io! { &String::new() };`).
+            Some(value) if value_awaits => {
                 let slot = Ident::new("__value", Span::mixed_site());
                 parse_quote_spanned!(span=> {
                     #enter #(#stmts)* let #slot = #value; #leave #slot
                 })
             }
-            Some(Stmt::Expr(value, None)) => {
-                parse_quote_spanned!(span=> { #enter #(#stmts)* #leave #value })
-            }
-            last => parse_quote_spanned!(span=> { #enter #(#stmts)* #last #leave }),
+            value => parse_quote_spanned!(span=> { #enter #(#stmts)* #leave #value }),
         }
     }
 

@@ -1,0 +1,37 @@
+static DB: Limit = Limit::new("db", 4);
+async fn report(id: u32) -> impl IntoResponse {
+    bf::__private::drive(
+            ::core::option::Option::Some(&DB),
+            move |__bf: bf::__private::Mode| {
+                bf::__private::body_must_be_send(async move {
+                    let __ret: _ = {
+                        let rows = load(id);
+                        {
+                            __bf.enter_io().await;
+                            notify(&rows).await;
+                            render(rows)
+                        }
+                    };
+                    #[allow(unreachable_code, clippy::needless_return)] return __ret;
+                })
+            },
+        )
+        .await
+}
+struct Service;
+impl Service {
+    async fn refresh(self: Arc<Self>) {
+        ::blocking_first::__private::drive(
+                ::core::option::Option::None,
+                move |__bf: ::blocking_first::__private::Mode| {
+                    ::blocking_first::__private::body_must_be_send(async move {
+                        let __ret: () = {
+                            self.reload();
+                        };
+                        #[allow(unreachable_code, clippy::needless_return)] return __ret;
+                    })
+                },
+            )
+            .await
+    }
+}

@@ -1,0 +1,50 @@
+use axum::extract::{Path, State};
+use axum::Json;
+async fn show(
+    State(db): State<Db>,
+    Path(id): Path<i64>,
+) -> Result<Json<Page>, AppError> {
+    ::blocking_first::__private::drive(
+            ::core::option::Option::None,
+            move |__bf: ::blocking_first::__private::Mode| {
+                ::blocking_first::__private::body_must_be_send(async move {
+                    let __ret: Result<Json<Page>, AppError> = {
+                        let note = db.get()?.load_note(id)?;
+                        if note.hidden {
+                            return {
+                                let __ret: Result<Json<Page>, AppError> = Err(
+                                    AppError::NotFound,
+                                );
+                                __ret
+                            };
+                        }
+                        let preview = {
+                            __bf.enter_io().await;
+                            let __value = http
+                                .get(&note.url)
+                                .send()
+                                .await?
+                                .text()
+                                .await?;
+                            #[allow(unreachable_code)] __bf.leave_io().await;
+                            __value
+                        };
+                        let (tags, links) = {
+                            let __branch0 = || db.tags(id);
+                            let __branch1 = || db.links(&note);
+                            ::blocking_first::__private::parallel::scope(|__scope| {
+                                let __branch0 = __scope.spawn(__branch0);
+                                let __branch1 = ::blocking_first::__private::parallel::run_inline(
+                                    __branch1,
+                                );
+                                (__branch0.join(), __branch1)
+                            })
+                        };
+                        Ok(Json(Page::new(note, preview, tags?, links?)))
+                    };
+                    #[allow(unreachable_code, clippy::needless_return)] return __ret;
+                })
+            },
+        )
+        .await
+}
