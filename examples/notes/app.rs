@@ -365,6 +365,8 @@ pub struct Dashboard {
 #[blocking_first(limit = DB)]
 async fn dashboard(State(app): State<App>) -> Result<Json<Dashboard>, ApiError> {
     let started = Instant::now();
+    // Each branch takes its own connection (`&*` borrows the SQLite connection inside the
+    // pooled one) and gives it back when the branch ends; a `?` leaves only its branch.
     let (totals, top_tags, recent) = parallel! {
         db::totals(&*app.db.get()?),
         db::top_tags(&*app.db.get()?, 5),

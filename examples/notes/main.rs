@@ -116,7 +116,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Logs go to stderr, so stdout keeps only the addresses and the lines to try.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,notes=debug")),
