@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,8 +93,19 @@ async fn bare_spawn_blocking() {
     tokio::task::spawn_blocking(|| black_box(())).await.unwrap();
 }
 
-async fn block_in_place() -> u64 {
-    tokio::task::block_in_place(|| black_box(1))
+/// `block_in_place` followed by a yield, as in a handler that awaits between blocking calls.
+///
+/// Without the yield, every call after the first would find the worker's core already handed off
+/// and run the closure in place for free: a loop of back-to-back calls measures nothing real.
+async fn block_in_place_then_yield() -> u64 {
+    let value = tokio::task::block_in_place(|| black_box(1));
+    tokio::task::yield_now().await;
+    value
+}
+
+/// The yield alone, to subtract from the row above.
+async fn yield_now() {
+    tokio::task::yield_now().await;
 }
 
 fn runtime() -> Runtime {
@@ -208,8 +219,13 @@ fn main() {
             counters: Some(count(&rt, checks, io_without_suspension)),
         },
         Row {
-            id: "block_in_place",
-            what: "`block_in_place(|| ..)` on a worker",
+            id: "block_in_place_then_yield",
+            what: "`block_in_place(|| ..)` on a worker, then `yield_now().await`",
+            counters: None,
+        },
+        Row {
+            id: "yield_now",
+            what: "`yield_now().await` alone (to subtract from the row above)",
             counters: None,
         },
         Row {
@@ -251,8 +267,11 @@ fn main() {
         group.bench_function("io_without_suspension", |b| {
             b.iter_custom(|iters| time_on_worker(&rt, iters, io_without_suspension))
         });
-        group.bench_function("block_in_place", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, block_in_place))
+        group.bench_function("block_in_place_then_yield", |b| {
+            b.iter_custom(|iters| time_on_worker(&rt, iters, block_in_place_then_yield))
+        });
+        group.bench_function("yield_now", |b| {
+            b.iter_custom(|iters| time_on_worker(&rt, iters, yield_now))
         });
         group.bench_function("parallel_3", |b| {
             b.iter_custom(|iters| time_in_body(&rt, parallel_loop(iters)))
@@ -292,7 +311,7 @@ fn criterion_dir() -> PathBuf {
 }
 
 /// The median and its 95% confidence interval, in nanoseconds, if this run measured `id`.
-fn median(dir: &PathBuf, id: &str, run_started: SystemTime) -> Option<(f64, f64, f64)> {
+fn median(dir: &Path, id: &str, run_started: SystemTime) -> Option<(f64, f64, f64)> {
     let path = dir.join("hops").join(id).join("new").join("estimates.json");
     let fresh = std::fs::metadata(&path)
         .and_then(|meta| meta.modified())
@@ -333,7 +352,7 @@ fn report(rows: &[Row], run_started: SystemTime) {
         table.push_str(&format!(
             "| `{}` | {} | {} | {} – {} | {:.2} | {} | {} |\n",
             row.id,
-            row.what,
+            row.what.replace('|', "\\|"),
             micros(median),
             micros(low),
             micros(high),

@@ -1,0 +1,130 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::variants::Variant;
+
+pub const USAGE: &str = "\
+cargo run --release --example loadbench -- [flags]
+
+One handler (a blocking database read step, a call to a local upstream, a blocking database
+write) written six ways, served on 127.0.0.1 and loaded at several concurrencies.
+
+  --pg URL               PostgreSQL (see scripts/postgres.sh); default: SQLite in a temp file
+  --pool N               database pool size = blocking cap = thread-per-request threads [8]
+  --upstream-ms MS       upstream latency [50]
+  --query-ms MS          time each database call keeps its connection busy (PostgreSQL:
+                         pg_sleep in the database; SQLite: a sleep holding the connection) [1]
+  --reads N              read queries in the read step [2]
+  --concurrency LIST     client concurrencies, comma-separated [16,128,512]
+  --variants LIST        any of a,b,c,d,e,f [a,b,c,d,e,f]
+  --requests N           measured requests per cell [3000]
+  --max-seconds S        stop starting new requests after S seconds per cell [60]
+  --server-workers N     tokio worker threads of the server under test [2]
+  --max-blocking N       tokio max_blocking_threads of the server under test [512]
+  --rows N               rows in the table [1000]
+  --out PATH             write PATH.md and PATH.svg [docs/bench/loadbench]
+  --no-write             print the table only
+";
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub pg: Option<String>,
+    pub pool: usize,
+    pub upstream: Duration,
+    pub query: Duration,
+    pub reads: usize,
+    pub concurrency: Vec<usize>,
+    pub variants: Vec<Variant>,
+    pub requests: usize,
+    pub max_time: Duration,
+    pub server_workers: usize,
+    pub max_blocking: usize,
+    pub rows: i64,
+    pub out: Option<PathBuf>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            pg: None,
+            pool: 8,
+            upstream: Duration::from_millis(50),
+            query: Duration::from_millis(1),
+            reads: 2,
+            concurrency: vec![16, 128, 512],
+            variants: Variant::ALL.to_vec(),
+            requests: 3000,
+            max_time: Duration::from_secs(60),
+            server_workers: 2,
+            max_blocking: 512,
+            rows: 1000,
+            out: Some(PathBuf::from("docs/bench/loadbench")),
+        }
+    }
+}
+
+impl Args {
+    pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut args = Args::default();
+        while let Some(flag) = argv.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(String::new());
+            }
+            if flag == "--no-write" {
+                args.out = None;
+                continue;
+            }
+            let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--pg" => args.pg = Some(value),
+                "--pool" => args.pool = positive(&flag, &value)?,
+                "--upstream-ms" => args.upstream = millis(&flag, &value)?,
+                "--query-ms" => args.query = millis(&flag, &value)?,
+                "--reads" => args.reads = positive(&flag, &value)?,
+                "--concurrency" => {
+                    args.concurrency = value
+                        .split(',')
+                        .map(|n| positive(&flag, n))
+                        .collect::<Result<_, _>>()?
+                }
+                "--variants" => {
+                    args.variants = value
+                        .split(',')
+                        .map(|name| {
+                            Variant::ALL
+                                .into_iter()
+                                .find(|v| v.letter() == name.trim())
+                                .ok_or_else(|| format!("unknown variant {name:?} (a to f)"))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "--requests" => args.requests = positive(&flag, &value)?,
+                "--max-seconds" => {
+                    args.max_time = Duration::from_secs(positive(&flag, &value)? as u64)
+                }
+                "--server-workers" => args.server_workers = positive(&flag, &value)?,
+                "--max-blocking" => args.max_blocking = positive(&flag, &value)?,
+                "--rows" => args.rows = positive(&flag, &value)? as i64,
+                "--out" => args.out = Some(PathBuf::from(value)),
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn positive(flag: &str, value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} expects a positive integer, got {value:?}")),
+    }
+}
+
+fn millis(flag: &str, value: &str) -> Result<Duration, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ms) if ms >= 0.0 && ms.is_finite() => Ok(Duration::from_secs_f64(ms / 1000.0)),
+        _ => Err(format!("{flag} expects milliseconds, got {value:?}")),
+    }
+}

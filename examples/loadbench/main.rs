@@ -1,0 +1,190 @@
+//! Load benchmark: the same handler written six ways, under the same database pool, at several
+//! client concurrencies. See `--help` and `docs/bench/loadbench.md`.
+//!
+//! ```text
+//! cargo run --release --example loadbench -- [--pg postgres://postgres@127.0.0.1:54329/app]
+//! ```
+
+mod args;
+mod db;
+mod gauge;
+mod load;
+mod report;
+mod upstream;
+mod variants;
+mod wsgi;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use args::Args;
+use db::Db;
+use gauge::Monitor;
+use report::{Environment, Row};
+use tokio::runtime::Runtime;
+use variants::{App, DB, Variant};
+
+fn main() {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("error: {message}\n");
+            }
+            eprint!("{}", args::USAGE);
+            std::process::exit(if message.is_empty() { 0 } else { 2 });
+        }
+    };
+    if let Err(err) = run(&args) {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let environment = Environment::capture(args);
+    eprintln!("{}", environment.summary());
+
+    let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let db = Arc::new(match &args.pg {
+        Some(url) => Db::postgres(url, args.pool, args.rows, args.query)?,
+        None => Db::sqlite(temp.path(), args.pool, args.rows, args.query)?,
+    });
+    DB.set_capacity(args.pool).map_err(|e| e.to_string())?;
+    let upstream = upstream::Upstream::start(args.upstream).map_err(|e| e.to_string())?;
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let monitor = Monitor::start(args.pg.as_deref())?;
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for &variant in &args.variants {
+        for &concurrency in &args.concurrency {
+            let row = cell(
+                args,
+                &db,
+                &upstream,
+                &client_runtime,
+                &monitor,
+                variant,
+                concurrency,
+            )?;
+            eprintln!("{}", row.line());
+            rows.push(row);
+        }
+    }
+    let total = started.elapsed();
+    drop(monitor);
+
+    let environment = environment.finish(db.kind(), total);
+    let markdown = report::markdown(args, &environment, &rows);
+    println!("\n{markdown}");
+    if let Some(out) = &args.out {
+        let md = out.with_extension("md");
+        let svg = out.with_extension("svg");
+        if let Some(dir) = md.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&md, &markdown).map_err(|e| format!("{}: {e}", md.display()))?;
+        report::plot(&svg, args, &environment, &rows)?;
+        eprintln!("written {} and {}", md.display(), svg.display());
+    }
+    Ok(())
+}
+
+/// One variant at one concurrency, on a fresh server (and, for tokio, a fresh runtime).
+fn cell(
+    args: &Args,
+    db: &Arc<Db>,
+    upstream: &upstream::Upstream,
+    client_runtime: &Runtime,
+    monitor: &Monitor,
+    variant: Variant,
+    concurrency: usize,
+) -> Result<Row, String> {
+    let app = Arc::new(App::new(db.clone(), upstream.addr, args.reads, args.rows));
+    db.in_use.reset_peak();
+    db.waiting.reset_peak();
+    DB.reset_peak();
+    blocking_first::reset_peak();
+    let hops_before = blocking_first::stats().hops;
+    let threads_before = gauge::os_threads();
+    monitor.reset();
+
+    let listener = client_runtime
+        .block_on(async { upstream::listen() })
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = match variant.router(app.clone()) {
+        Some(router) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.server_workers)
+                .max_blocking_threads(args.max_blocking)
+                .thread_name("server")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let listener = listener.into_std().map_err(|e| e.to_string())?;
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, router).await
+            });
+            Server::Tokio(runtime)
+        }
+        None => {
+            let listener = listener.into_std().map_err(|e| e.to_string())?;
+            Server::Threads(
+                wsgi::ThreadPerRequest::start(app.clone(), listener, args.pool)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+    };
+
+    let outcome = client_runtime.block_on(load::run(
+        format!("http://{addr}/"),
+        concurrency,
+        args.requests,
+        args.max_time,
+        args.rows,
+    ));
+
+    match server {
+        Server::Tokio(runtime) => runtime.shutdown_timeout(Duration::from_secs(10)),
+        Server::Threads(server) => server.stop(),
+    }
+
+    let served = app.served.load(Ordering::Relaxed).max(1) as f64;
+    let handoffs = match variant {
+        Variant::BlockingFirst => (blocking_first::stats().hops - hops_before) as f64 / served,
+        _ => app.handoffs.load(Ordering::Relaxed) as f64 / served,
+    };
+    let slots = (variant == Variant::BlockingFirst).then(|| DB.stats().peak);
+    let peaks = &monitor.peaks;
+    let pg = args.pg.is_some();
+    Ok(Row {
+        variant,
+        concurrency,
+        outcome,
+        blocking_peak: app.blocking.peak(),
+        slots_peak: slots,
+        os_threads_added: peaks
+            .os_threads
+            .load(Ordering::Acquire)
+            .saturating_sub(threads_before),
+        conns_peak: db.in_use.peak(),
+        waiting_peak: db.waiting.peak(),
+        pg_active: pg.then(|| peaks.pg_active.load(Ordering::Acquire)),
+        pg_connected: pg.then(|| peaks.pg_connected.load(Ordering::Acquire)),
+        handoffs_per_request: handoffs,
+    })
+}
+
+enum Server {
+    Tokio(Runtime),
+    Threads(wsgi::ThreadPerRequest),
+}
