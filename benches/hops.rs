@@ -243,12 +243,17 @@ fn main() {
             what: "`std::thread::scope` with 3 trivial threads, inside a blocking thread",
             counters: Some(count_loop(&rt, checks, thread_scope_loop(checks))),
         },
+        Row {
+            id: "spawn_blocking_again",
+            what: "the floor measured again, last (drift during the run)",
+            counters: Some(count(&rt, checks, bare_spawn_blocking)),
+        },
     ];
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(40)
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(60)
         .configure_from_args();
     {
         let mut group = criterion.benchmark_group("hops");
@@ -281,6 +286,9 @@ fn main() {
         });
         group.bench_function("thread_scope_3", |b| {
             b.iter_custom(|iters| time_in_body(&rt, thread_scope_loop(iters)))
+        });
+        group.bench_function("spawn_blocking_again", |b| {
+            b.iter_custom(|iters| time_on_worker(&rt, iters, bare_spawn_blocking))
         });
         group.finish();
     }

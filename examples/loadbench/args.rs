@@ -15,7 +15,7 @@ write) written six ways, served on 127.0.0.1 and loaded at several concurrencies
   --pool N               database pool size = blocking cap = thread-per-request threads [8]
   --upstream-ms MS       upstream latency [50]
   --query-ms MS          time each database call keeps its connection busy (PostgreSQL:
-                         pg_sleep in the database; SQLite: a sleep holding the connection) [1]
+                         pg_sleep in the database; SQLite: a sleep holding the connection) [5]
   --reads N              read queries in the read step [2]
   --concurrency LIST     client concurrencies, comma-separated [16,128,512]
   --variants LIST        any of a,b,c,d,e,f [a,b,c,d,e,f]
@@ -51,7 +51,7 @@ impl Default for Args {
             pg: None,
             pool: 8,
             upstream: Duration::from_millis(50),
-            query: Duration::from_millis(1),
+            query: Duration::from_millis(5),
             reads: 2,
             concurrency: vec![16, 128, 512],
             variants: Variant::ALL.to_vec(),

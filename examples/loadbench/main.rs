@@ -63,7 +63,27 @@ fn run(args: &Args) -> Result<(), String> {
 
     let started = Instant::now();
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for &variant in &args.variants {
+        if variant == Variant::BlockingInAsync
+            && let Some(reason) = refuses_runtime_workers(&db)
+        {
+            let note = format!(
+                "({}) {} was not run: the database client refuses to run on a tokio worker \
+                 thread (a read called from a task on a multi-thread runtime panicked with: `{}`). \
+                 The accident cannot happen with this driver.",
+                variant.letter(),
+                variant.label(),
+                reason
+                    .split(". ")
+                    .next()
+                    .unwrap_or_default()
+                    .replace('`', "'"),
+            );
+            eprintln!("{note}");
+            notes.push(note);
+            continue;
+        }
         for &concurrency in &args.concurrency {
             let row = cell(
                 args,
@@ -82,7 +102,7 @@ fn run(args: &Args) -> Result<(), String> {
     drop(monitor);
 
     let environment = environment.finish(db.kind(), total);
-    let markdown = report::markdown(args, &environment, &rows);
+    let markdown = report::markdown(args, &environment, &rows, &notes);
     println!("\n{markdown}");
     if let Some(out) = &args.out {
         let md = out.with_extension("md");
@@ -182,6 +202,36 @@ fn cell(
         pg_connected: pg.then(|| peaks.pg_connected.load(Ordering::Acquire)),
         handoffs_per_request: handoffs,
     })
+}
+
+/// Calls the database once from a task on a runtime worker, as variant (e) does, and returns the
+/// panic message if the client refuses (the synchronous `postgres` client runs its own runtime
+/// inside and panics there). `None`: the call works on a worker.
+fn refuses_runtime_workers(db: &Arc<Db>) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .ok()?;
+    let db = db.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = runtime.block_on(runtime.spawn(async move { db.read(1) }));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(_) => None,
+        Err(err) if err.is_panic() => {
+            let payload = err.into_panic();
+            Some(
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into()),
+            )
+        }
+        Err(err) => Some(err.to_string()),
+    }
 }
 
 enum Server {

@@ -170,7 +170,7 @@ fn blocking_time(args: &Args) -> f64 {
     (args.reads + 1) as f64 * args.query.as_secs_f64()
 }
 
-pub fn markdown(args: &Args, env: &Environment, rows: &[Row]) -> String {
+pub fn markdown(args: &Args, env: &Environment, rows: &[Row], notes: &[String]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Load benchmark\n");
     let _ = writeln!(md, "```sh\n{}\n```\n", env.command);
@@ -255,6 +255,9 @@ pub fn markdown(args: &Args, env: &Environment, rows: &[Row]) -> String {
             pg_cell,
             row.handoffs_per_request,
         );
+    }
+    for note in notes {
+        let _ = writeln!(md, "\n{note}");
     }
     for row in rows {
         if let Some(reason) = &row.outcome.first_error {
