@@ -30,9 +30,11 @@
 //! # }
 //! ```
 //!
-//! This is the crate's one module with `unsafe`: branches borrow from the caller's stack, so their
-//! lifetime is erased to cross into `spawn_blocking`. Soundness rests on [`scope`] not returning,
-//! by value or by unwinding, before every dispatched task has dropped everything it borrows.
+//! This is the crate's one module with `unsafe`: branches borrow from the caller's stack, so a
+//! pool task reaches its branch through a lifetime-erased pointer. Soundness rests on a `'static`
+//! [`Ticket`] per branch: a pool task touches the branch only after moving its ticket from
+//! *queued* to *running*, and [`scope`] does not return, by value or by unwinding, while any
+//! ticket is *running*. A branch the caller claims first is never touched by its pool task.
 
 use std::any::Any;
 use std::fmt;
@@ -59,7 +61,6 @@ where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
     let scope = Scope {
-        pending: Arc::new(Pending::default()),
         branches: ManuallyDrop::new(Mutex::new(Vec::new())),
         runtime: Handle::try_current().ok(),
         limit: limit::current().unwrap_or_else(limit::global),
@@ -113,8 +114,7 @@ where
 
 /// A scope to spawn borrowing branches in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
-    pending: Arc<Pending>,
-    /// Every spawned branch, to take back or wait for at the end. `finish` empties it; the
+    /// Every spawned branch, to claim or wait for at the end. `finish` empties it; the
     /// `ManuallyDrop` keeps the borrow checker from assuming a drop that could touch 'scope data
     /// after the scope's locals are gone (there is none: the vector is always empty by then).
     branches: ManuallyDrop<Mutex<Vec<Arc<dyn Claim + 'scope>>>>,
@@ -134,63 +134,75 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'scope,
     {
         let packet = Arc::new(Packet {
-            state: Mutex::new(State::Queued(Box::new(f))),
-            done: Condvar::new(),
+            ticket: Arc::new(Ticket::default()),
+            job: Mutex::new(Some(Box::new(f))),
+            outcome: Mutex::new(None),
         });
         lock(&self.branches).push(packet.clone());
         match (&self.runtime, self.limit.try_take()) {
             (Some(runtime), Some(slot)) => {
                 stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
-                self.dispatch(runtime, packet.clone(), slot);
+                dispatch(runtime, &packet, slot);
             }
             _ => {
                 stats::INLINE.fetch_add(1, Ordering::Relaxed);
-                packet.run_if_queued();
+                packet.claim_and_run();
             }
         }
         Branch { packet }
     }
 
-    fn dispatch<T: Send + 'scope>(
-        &self,
-        runtime: &Handle,
-        packet: Arc<Packet<'scope, T>>,
-        slot: Slot,
-    ) {
-        self.pending.add();
-        let task = Dispatched {
-            packet: Some(packet),
-            pending: self.pending.clone(),
-        };
-        let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
-            let _slot = limit::enter_context(slot);
-            task.run();
-        });
-        // SAFETY: the job borrows data that lives for 'scope. `scope` does not return (nor
-        // unwind) before `pending` is back to zero, and `pending` falls only in
-        // `Dispatched::drop`, after the packet (the one thing with 'scope data the job holds) is
-        // dropped. That drop happens whether the pool runs the job or discards it unrun (runtime
-        // shutting down). After it, only 'static data (`Arc<Pending>`, the box's memory) is
-        // touched. The transmute only widens the trait object's lifetime bound; layout is equal.
-        let job: Box<dyn FnOnce() + Send + 'static> = unsafe { mem::transmute(job) };
-        drop(runtime.spawn_blocking(job));
-    }
-
-    /// Takes back every branch nobody started (runs it if `run`, else drops it), waits for the
-    /// others, and returns the payload of a panic no [`Branch::join`] re-raised.
+    /// Claims every branch no pool thread started (runs it if `run`, else drops it), waits for
+    /// the ones that did, and returns the payload of a panic no [`Branch::join`] re-raised.
     fn finish(&self, run: bool) -> Option<Payload> {
         let branches = mem::take(&mut *lock(&self.branches));
         for branch in &branches {
             if run {
-                branch.run_if_queued();
+                branch.claim_and_run();
             } else {
-                branch.drop_if_queued();
+                branch.claim_and_drop();
             }
+            branch.wait();
         }
-        self.pending.wait_for_zero();
         branches.iter().find_map(|branch| branch.take_panic())
     }
 }
+
+/// Sends a branch to the blocking pool. The pool task holds the branch's `'static` ticket and a
+/// lifetime-erased pointer to the branch, which it follows only after winning the ticket.
+fn dispatch<'scope, T: Send + 'scope>(
+    runtime: &Handle,
+    packet: &Arc<Packet<'scope, T>>,
+    slot: Slot,
+) {
+    let ticket = packet.ticket.clone();
+    let runnable: *const (dyn Run + 'scope) = Arc::as_ptr(packet) as *const (dyn Run + 'scope);
+    // SAFETY: only widens the trait object's lifetime bound; the pointer's layout is unchanged.
+    // The pointer is followed only under the ticket protocol, in the pool task below.
+    let runnable: *const (dyn Run + 'static) = unsafe { mem::transmute(runnable) };
+    let target = PoolTarget(runnable);
+    drop(runtime.spawn_blocking(move || {
+        let _slot = limit::enter_context(slot);
+        let target = target;
+        if ticket.start_on_pool() {
+            // SAFETY: `start_on_pool` moved the ticket from queued to running, so the caller
+            // claimed nothing and `scope` is blocked in `finish` (or not there yet) until
+            // `finish_on_pool` below: the packet, owned by the scope's branch list until then,
+            // is alive, and its borrows ('scope) are valid.
+            unsafe { (*target.0).run() };
+            ticket.finish_on_pool();
+        }
+        // Unstarted (the caller claimed it, or the runtime discards this task): the pointer is
+        // dropped without being followed.
+    }));
+}
+
+/// A branch pointer sent to the pool (raw pointers are not `Send` by default).
+struct PoolTarget(*const (dyn Run + 'static));
+
+// SAFETY: the pointee is `Send + Sync` (`Run: Send + Sync`); the pointer is only followed under
+// the ticket protocol (see `dispatch`), never after the scope has ended.
+unsafe impl Send for PoolTarget {}
 
 impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,12 +218,14 @@ pub struct Branch<'scope, T> {
     packet: Arc<Packet<'scope, T>>,
 }
 
-impl<T> Branch<'_, T> {
+impl<T: Send> Branch<'_, T> {
     /// Waits for the branch and returns its value, running it here if the pool has not started
     /// it yet. Re-raises the branch's panic with its original payload.
     pub fn join(self) -> T {
-        self.packet.run_if_queued();
-        match self.packet.wait() {
+        self.packet.claim_and_run();
+        self.packet.ticket.wait();
+        let outcome = lock(&self.packet.outcome).take();
+        match outcome.expect("a finished branch has an outcome") {
             Ok(value) => value,
             Err(payload) => panic::resume_unwind(payload),
         }
@@ -224,139 +238,118 @@ impl<T> fmt::Debug for Branch<'_, T> {
     }
 }
 
-/// One branch's job and outcome, shared by its [`Branch`], the scope and the pool task.
-struct Packet<'scope, T> {
-    state: Mutex<State<'scope, T>>,
-    done: Condvar,
+/// Who runs a branch: decided once, under the ticket's lock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum TicketState {
+    #[default]
+    Queued,
+    /// A pool thread won the branch and is running it.
+    OnPool,
+    /// The caller won the branch (it runs it inline, or drops it).
+    Claimed,
+    /// The branch ran (or was dropped) and nobody touches it any more.
+    Finished,
 }
 
-enum State<'scope, T> {
-    Queued(Box<dyn FnOnce() -> T + Send + 'scope>),
-    Running,
-    Done(std::thread::Result<T>),
-    /// The outcome was taken by `join`, or the job was dropped unrun.
-    Taken,
+/// The `'static` part of a branch, shared with its pool task.
+#[derive(Debug, Default)]
+struct Ticket {
+    state: Mutex<TicketState>,
+    finished: Condvar,
 }
 
-impl<T> Packet<'_, T> {
-    /// Runs the job if nobody has started it yet.
-    fn run_if_queued(&self) {
-        let job = {
-            let mut state = lock(&self.state);
-            match mem::replace(&mut *state, State::Running) {
-                State::Queued(job) => job,
-                other => {
-                    *state = other;
-                    return;
-                }
-            }
-        };
-        let outcome = panic::catch_unwind(AssertUnwindSafe(job));
-        *lock(&self.state) = State::Done(outcome);
-        self.done.notify_all();
+impl Ticket {
+    fn start_on_pool(&self) -> bool {
+        self.transition(TicketState::OnPool)
     }
 
-    /// Blocks until the job has run, then takes its outcome.
-    fn wait(&self) -> std::thread::Result<T> {
+    fn claim(&self) -> bool {
+        self.transition(TicketState::Claimed)
+    }
+
+    fn transition(&self, to: TicketState) -> bool {
         let mut state = lock(&self.state);
-        loop {
-            match mem::replace(&mut *state, State::Taken) {
-                State::Done(outcome) => return outcome,
-                State::Running => {
-                    *state = State::Running;
-                    state = self
-                        .done
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                State::Queued(_) | State::Taken => unreachable!("joined before it ran"),
-            }
+        let won = *state == TicketState::Queued;
+        if won {
+            *state = to;
+        }
+        won
+    }
+
+    fn finish_on_pool(&self) {
+        self.finish();
+    }
+
+    fn finish(&self) {
+        *lock(&self.state) = TicketState::Finished;
+        self.finished.notify_all();
+    }
+
+    /// Blocks until the branch is finished.
+    fn wait(&self) {
+        let mut state = lock(&self.state);
+        while *state != TicketState::Finished {
+            state = self
+                .finished
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
 
-/// What the scope needs of a branch whatever its value type.
+/// One branch: its ticket, its job, its outcome.
+struct Packet<'scope, T> {
+    ticket: Arc<Ticket>,
+    job: Mutex<Option<Box<dyn FnOnce() -> T + Send + 'scope>>>,
+    outcome: Mutex<Option<std::thread::Result<T>>>,
+}
+
+/// Running a branch, whatever its value type (what a pool task does).
+trait Run: Send + Sync {
+    fn run(&self);
+}
+
+impl<T: Send> Run for Packet<'_, T> {
+    fn run(&self) {
+        let job = lock(&self.job).take();
+        if let Some(job) = job {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(job));
+            *lock(&self.outcome) = Some(outcome);
+        }
+    }
+}
+
+/// What the scope needs of a branch at its end, whatever its value type.
 trait Claim: Send + Sync {
-    fn run_if_queued(&self);
-    fn drop_if_queued(&self);
+    fn claim_and_run(&self);
+    fn claim_and_drop(&self);
+    fn wait(&self);
     fn take_panic(&self) -> Option<Payload>;
 }
 
 impl<T: Send> Claim for Packet<'_, T> {
-    fn run_if_queued(&self) {
-        Packet::run_if_queued(self);
+    fn claim_and_run(&self) {
+        if self.ticket.claim() {
+            self.run();
+            self.ticket.finish();
+        }
     }
 
-    fn drop_if_queued(&self) {
-        let mut state = lock(&self.state);
-        if let State::Queued(_) = &*state {
-            let job = mem::replace(&mut *state, State::Taken);
-            drop(state);
-            drop(job);
+    fn claim_and_drop(&self) {
+        if self.ticket.claim() {
+            drop(lock(&self.job).take());
+            self.ticket.finish();
         }
+    }
+
+    fn wait(&self) {
+        self.ticket.wait();
     }
 
     fn take_panic(&self) -> Option<Payload> {
-        let mut state = lock(&self.state);
-        match mem::replace(&mut *state, State::Taken) {
-            State::Done(Err(payload)) => Some(payload),
-            other => {
-                *state = other;
-                None
-            }
-        }
-    }
-}
-
-/// The pool task's hold on a packet. Its drop (run or discarded unrun) releases the packet
-/// *before* counting the task done: the order `scope`'s soundness rests on.
-struct Dispatched<'scope, T> {
-    packet: Option<Arc<Packet<'scope, T>>>,
-    pending: Arc<Pending>,
-}
-
-impl<T> Dispatched<'_, T> {
-    fn run(self) {
-        if let Some(packet) = &self.packet {
-            packet.run_if_queued();
-        }
-    }
-}
-
-impl<T> Drop for Dispatched<'_, T> {
-    fn drop(&mut self) {
-        drop(self.packet.take());
-        self.pending.done();
-    }
-}
-
-/// Count of dispatched tasks not yet finished with their packet.
-#[derive(Default)]
-struct Pending {
-    count: Mutex<usize>,
-    zero: Condvar,
-}
-
-impl Pending {
-    fn add(&self) {
-        *lock(&self.count) += 1;
-    }
-
-    fn done(&self) {
-        let mut count = lock(&self.count);
-        *count -= 1;
-        if *count == 0 {
-            self.zero.notify_all();
-        }
-    }
-
-    fn wait_for_zero(&self) {
-        let mut count = lock(&self.count);
-        while *count > 0 {
-            count = self
-                .zero
-                .wait(count)
-                .unwrap_or_else(PoisonError::into_inner);
+        match lock(&self.outcome).take() {
+            Some(Err(payload)) => Some(payload),
+            _ => None,
         }
     }
 }
