@@ -118,7 +118,7 @@ impl Db {
                 self.pg_busy(&mut conn)?;
                 let row = conn
                     .query_typed_one("select v from kv where id = $1", &[(&id, Type::INT8)])
-                    .map_err(|e| e.to_string())?;
+                    .map_err(pg_error)?;
                 Ok(row.get(0))
             }
         }
@@ -144,7 +144,7 @@ impl Db {
                     &[(&id, Type::INT8), (&delta, Type::INT8)],
                 )
                 .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(pg_error)
             }
         }
     }
@@ -169,7 +169,7 @@ impl Db {
             "select pg_sleep({})",
             self.query_time.as_secs_f64()
         ))
-        .map_err(|e| e.to_string())
+        .map_err(pg_error)
     }
 }
 
@@ -181,4 +181,17 @@ fn pool_builder<M: r2d2::ManageConnection>(size: usize) -> r2d2::Builder<M> {
         // No health-check query on every checkout: a round trip per call would double the
         // database work of this benchmark (and Django, for one, does not check by default).
         .test_on_check_out(false)
+}
+
+/// A PostgreSQL error with the server's message and code, not just "db error".
+fn pg_error(err: postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => err.to_string(),
+    }
 }

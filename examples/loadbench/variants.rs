@@ -128,7 +128,7 @@ impl App {
         (0..self.reads).try_fold(0, |sum, k| Ok(sum + self.db.read(self.key(id, k))?))
     }
 
-    /// The write step: one blocking query.
+    /// The write step: one blocking query (adds the upstream's answer to the row).
     pub fn write_step(&self, id: i64, delta: i64) -> DbResult<()> {
         self.db.write(id, delta)
     }
@@ -176,7 +176,7 @@ async fn with_blocking_first(
     };
     let extra = io! { app.upstream.call().await? };
     let _blocking = app.blocking.enter();
-    app.write_step(req.id, read + extra)?;
+    app.write_step(req.id, extra)?;
     Ok((read + extra).to_string())
 }
 
@@ -208,7 +208,7 @@ async fn spawn_blocking_per_call(
         read += off_thread(&app, move |app| app.db.read(key)).await?;
     }
     let extra = app.upstream.call().await?;
-    off_thread(&app, move |app| app.write_step(req.id, read + extra)).await?;
+    off_thread(&app, move |app| app.write_step(req.id, extra)).await?;
     Ok((read + extra).to_string())
 }
 
@@ -222,7 +222,7 @@ async fn spawn_blocking_block_on(
     off_thread(&app, move |app| {
         let read = app.read_step(req.id)?;
         let extra = runtime.block_on(app.upstream.call())?;
-        app.write_step(req.id, read + extra)?;
+        app.write_step(req.id, extra)?;
         Ok((read + extra).to_string())
     })
     .await
@@ -246,7 +246,7 @@ async fn with_block_in_place(
     app.count_request();
     let read = in_place(&app, |app| app.read_step(req.id))?;
     let extra = app.upstream.call().await?;
-    in_place(&app, |app| app.write_step(req.id, read + extra))?;
+    in_place(&app, |app| app.write_step(req.id, extra))?;
     Ok((read + extra).to_string())
 }
 
@@ -262,7 +262,7 @@ async fn blocking_in_async(
     };
     let extra = app.upstream.call().await?;
     let _blocking = app.blocking.enter();
-    app.write_step(req.id, read + extra)?;
+    app.write_step(req.id, extra)?;
     Ok((read + extra).to_string())
 }
 
@@ -271,6 +271,6 @@ pub fn thread_per_request(app: &App, id: i64) -> DbResult<String> {
     app.count_request();
     let read = app.read_step(id)?;
     let extra = upstream::call_blocking(app.upstream_addr)?;
-    app.write_step(id, read + extra)?;
+    app.write_step(id, extra)?;
     Ok((read + extra).to_string())
 }
