@@ -681,10 +681,11 @@ async fn a_preview_service_slower_than_the_timeout_is_a_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_preview_service_is_a_502() {
-    // A port that was free a moment ago and has no listener now.
-    let closed = TcpListener::bind(LOOPBACK_ANY_PORT).await.unwrap();
+    // A port held by a socket that does not listen: connections to it are refused, and no
+    // other server can take it meanwhile.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind(LOOPBACK_ANY_PORT).unwrap();
     let closed_addr = closed.local_addr().unwrap();
-    drop(closed);
 
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("notes.sqlite");
@@ -702,6 +703,7 @@ async fn an_unreachable_preview_service_is_a_502() {
         "the link preview service is unreachable",
     );
     server.stop().await.unwrap();
+    drop(closed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

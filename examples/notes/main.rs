@@ -134,14 +134,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let upstream = match &args.upstream {
-        Some(_) => None,
-        None => Some(upstream::start(args.upstream_listen, args.upstream_config).await?),
-    };
-    let upstream_url = match (&args.upstream, &upstream) {
-        (Some(url), _) => url.clone(),
-        (None, Some(started)) => started.url(),
-        (None, None) => unreachable!("started above"),
+    // The preview service: the one given with `--upstream`, or one started here.
+    let (upstream, upstream_url) = match args.upstream.clone() {
+        Some(url) => (None, url),
+        None => {
+            let started = upstream::start(args.upstream_listen, args.upstream_config).await?;
+            let url = started.url();
+            (Some(started), url)
+        }
     };
     let server = app::start(app::Config {
         listen: args.listen,
@@ -171,6 +171,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     println!(
         "  curl -s -X POST {base}/notes -H 'content-type: application/json' \\\n       -d '{{\"title\": \"Hello\", \"link\": \"https://example.com/\", \"tags\": [\"demo\"]}}'"
     );
+    println!("  curl -s -X PUT --data-binary @Cargo.toml {base}/notes/1/attachments/Cargo.toml");
     println!("  curl -s {base}/dashboard");
     println!("  curl -s {base}/status");
     println!();
