@@ -1,6 +1,9 @@
 //! Behaviour of `#[blocking_first]` bodies: where each part runs, control flow through regions,
 //! panics, cancellation and shutdown, on both runtime flavours.
 
+// The loops below exit on purpose from inside regions, to test exactly that.
+#![allow(clippy::never_loop)]
+
 mod common;
 
 use std::sync::Arc;

@@ -135,7 +135,7 @@ fn a_panicking_caller_waits_for_its_started_branches_then_reraises() {
         let finished = Arc::new(AtomicBool::new(false));
         let (s1, f1) = (started.clone(), finished.clone());
         let err = tokio::task::spawn_blocking(move || {
-            let data = vec![1, 2, 3];
+            let data = [1, 2, 3];
             parallel::scope(|s| {
                 s.spawn(|| {
                     s1.store(true, Ordering::SeqCst);

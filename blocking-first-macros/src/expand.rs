@@ -44,7 +44,7 @@ pub(crate) fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStrea
         let errors = errors.into_iter().map(syn::Error::into_compile_error);
         return quote!(#(#errors)* #func);
     }
-    func.block = Box::new(wrap(&func.block, &names, &args));
+    *func.block = wrap(&func.block, &names, &args);
     quote!(#func)
 }
 
@@ -67,6 +67,8 @@ fn wrap(body: &Block, names: &Names, args: &Args) -> Block {
         {
             #private::drive(#limit, move |#mode: #private::Mode| {
                 #private::body_must_be_send(async move {
+                    // A body ending in `panic!()`/`todo!()` is a "diverging sub-expression" here.
+                    #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let #ret: #ret_ty = #body;
                     #[allow(unreachable_code, clippy::needless_return)]
                     return #ret;

@@ -142,14 +142,33 @@ impl<'a> Rewriter<'a> {
         self.region = None;
         let stmts = block.stmts;
         if self.names.plain {
-            return parse_quote_spanned!(span=> { #(#stmts)* #value });
+            // Call-site braces: a lint about them would point at code the user did not write.
+            return syn::parse_quote!({ #(#stmts)* #value });
         }
 
         let mode = &self.names.mode;
         let enter = quote_spanned!(span=> #mode.enter_io().await;);
-        if tail {
-            return parse_quote_spanned!(span=> { #enter #(#stmts)* #value });
-        }
+        let mut driven: syn::ExprBlock = if tail {
+            parse_quote_spanned!(span=> { #enter #(#stmts)* #value })
+        } else {
+            self.with_leave(span, enter, stmts, value, value_awaits)
+        };
+        // The rewritten block takes the span of the region's own braces, so tools see a block
+        // that ends in `}` where the user wrote one.
+        driven.block.brace_token = syn::token::Brace {
+            span: *mac.delimiter.span(),
+        };
+        Expr::Block(driven)
+    }
+
+    fn with_leave(
+        &self,
+        span: Span,
+        enter: TokenStream,
+        stmts: Vec<Stmt>,
+        value: Option<Expr>,
+        value_awaits: bool,
+    ) -> syn::ExprBlock {
         let leave = self.leave(span);
         match value {
             // A value that awaits is computed in async mode. One that cannot wait is plain

@@ -4,6 +4,7 @@ async fn report(id: u32) -> impl IntoResponse {
             ::core::option::Option::Some(&DB),
             move |__bf: bf::__private::Mode| {
                 bf::__private::body_must_be_send(async move {
+                    #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: _ = {
                         let rows = load(id);
                         {
@@ -25,6 +26,10 @@ impl Service {
                 ::core::option::Option::None,
                 move |__bf: ::blocking_first::__private::Mode| {
                     ::blocking_first::__private::body_must_be_send(async move {
+                        #[allow(
+                            clippy::diverging_sub_expression,
+                            clippy::let_unit_value
+                        )]
                         let __ret: () = {
                             self.reload();
                         };

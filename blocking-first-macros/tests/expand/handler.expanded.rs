@@ -8,6 +8,7 @@ async fn show(
             ::core::option::Option::None,
             move |__bf: ::blocking_first::__private::Mode| {
                 ::blocking_first::__private::body_must_be_send(async move {
+                    #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: Result<Json<Page>, AppError> = {
                         let note = db.get()?.load_note(id)?;
                         if note.hidden {

@@ -3,6 +3,7 @@ async fn poll_jobs(queue: Queue) -> usize {
             ::core::option::Option::None,
             move |__bf: ::blocking_first::__private::Mode| {
                 ::blocking_first::__private::body_must_be_send(async move {
+                    #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: usize = {
                         let mut done = 0;
                         {
