@@ -5,6 +5,8 @@
 
 mod args;
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod parallel;
 mod regions;
 mod signature;

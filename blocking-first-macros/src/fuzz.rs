@@ -1,0 +1,1 @@
+//! Adversarial input to the macro (filled in by the hardening tests).
