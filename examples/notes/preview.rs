@@ -62,6 +62,7 @@ impl PreviewClient {
             .map_err(|err| self.failed(err))?;
         let status = response.status();
         if !status.is_success() {
+            tracing::warn!(%status, "the link preview service refused");
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!("the link preview service answered {status}"),
