@@ -123,7 +123,8 @@ impl Drop for Monitor {
 fn sample_pg(client: &mut postgres::Client, peaks: &Peaks) {
     let row = client.query_one(
         "select count(*) filter (where state <> 'idle'), count(*) from pg_stat_activity \
-         where datname = current_database() and pid <> pg_backend_pid()",
+         where datname = current_database() and backend_type = 'client backend' \
+         and pid <> pg_backend_pid()",
         &[],
     );
     if let Ok(row) = row {

@@ -336,8 +336,8 @@ pub fn markdown(args: &Args, env: &Environment, rows: &[Row], notes: &[String]) 
          **threads waiting for a connection**: a gauge around `pool.get()`: threads blocked on \
          an exhausted pool.\n\
          - **PostgreSQL backends active**: `pg_stat_activity` rows of the database with \
-         `state <> 'idle'`, sampled every 10 ms from a separate connection (not counted), of all \
-         the backends connected.\n\
+         `state <> 'idle'`, sampled every 10 ms from a separate connection (not counted), of all the client \
+         backends connected (autovacuum workers excluded).\n\
          - **handoffs / request**: moves of work to another thread per request: the driver's \
          hops onto the blocking pool for (a) (`blocking_first::stats().hops`), `spawn_blocking` \
          calls for (b) and (c), `block_in_place` calls for (d); (e) and (f) never move.\n"
@@ -369,29 +369,31 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(90, 90, 90),
 ];
 
+fn color(variant: Variant) -> RGBColor {
+    let index = Variant::ALL.iter().position(|v| *v == variant).unwrap_or(0);
+    COLORS[index % COLORS.len()]
+}
+
 /// Three panels against concurrency: throughput, p99 latency, OS threads added.
 pub fn plot(path: &Path, args: &Args, env: &Environment, rows: &[Row]) -> Result<(), String> {
     draw(path, args, env, rows).map_err(|e| format!("plot: {e}"))
 }
 
 type Panel<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Error = Box<dyn std::error::Error>;
 
-fn draw(
-    path: &Path,
-    args: &Args,
-    env: &Environment,
-    rows: &[Row],
-) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (1500, 520)).into_drawing_area();
+fn draw(path: &Path, args: &Args, env: &Environment, rows: &[Row]) -> Result<(), Error> {
+    let root = SVGBackend::new(path, (1500, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(50);
+    let (title, body) = root.split_vertically(80);
     title.draw_text(
         &format!(
-            "{} pool {}, query {} ms × {}, upstream {} ms, {} requests per point; nproc {}, load {} → {}",
+            "{}, pool {}, {} database calls × {} ms, upstream {} ms, {} requests per point; \
+             nproc {}, load {} → {}",
             env.database,
             args.pool,
-            ms(args.query),
             args.reads + 1,
+            ms(args.query),
             ms(args.upstream),
             args.requests,
             env.nproc,
@@ -399,46 +401,54 @@ fn draw(
             env.load_after,
         ),
         &("sans-serif", 16).into_font().color(&BLACK),
-        (20, 18),
+        (20, 14),
     )?;
-    let panels = body.split_evenly((1, 3));
-    let c_min = *args.concurrency.iter().min().unwrap_or(&1) as f64;
-    let c_max = *args.concurrency.iter().max().unwrap_or(&1) as f64;
-    let x_range = (c_min * 0.8)..(c_max * 1.25);
+    // One legend for the three panels.
+    let mut x = 20;
+    for &variant in &args.variants {
+        let label = format!("({}) {}", variant.letter(), variant.label());
+        title.draw(&PathElement::new(
+            vec![(x, 56), (x + 24, 56)],
+            color(variant).stroke_width(3),
+        ))?;
+        title.draw_text(
+            &label,
+            &("sans-serif", 14).into_font().color(&BLACK),
+            (x + 30, 49),
+        )?;
+        x += 60 + 8 * label.len() as i32;
+    }
 
+    let panels = body.split_evenly((1, 3));
     let throughput = |row: &Row| row.outcome.per_second();
     let p99 = |row: &Row| ms(row.outcome.quantile(0.99)).max(0.1);
     let threads = |row: &Row| row.os_threads_added.max(1) as f64;
-
     let max_of = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).fold(1.0f64, f64::max);
     let min_of = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).fold(f64::INFINITY, f64::min);
 
-    linear_panel(
+    panel(
         &panels[0],
         "throughput (req/s)",
-        "req/s",
-        x_range.clone(),
         0.0..max_of(&throughput) * 1.1,
+        false,
         args,
         rows,
         &throughput,
     )?;
-    log_panel(
+    panel(
         &panels[1],
-        "p99 latency (ms, log)",
-        "ms",
-        x_range.clone(),
+        "p99 latency (ms, log scale)",
         (min_of(&p99) * 0.8)..(max_of(&p99) * 1.5),
+        true,
         args,
         rows,
         &p99,
     )?;
-    log_panel(
+    panel(
         &panels[2],
-        "OS threads added by the server (peak, log)",
-        "threads",
-        x_range,
+        "OS threads added by the server (peak, log scale)",
         0.8..(max_of(&threads) * 1.5),
+        true,
         args,
         rows,
         &threads,
@@ -447,98 +457,76 @@ fn draw(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn linear_panel(
+/// One panel: concurrency on a log2 axis (ticks at powers of two), `value` on a linear or log axis.
+fn panel(
     area: &Panel<'_>,
     caption: &str,
-    y_desc: &str,
-    x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
+    log_y: bool,
     args: &Args,
     rows: &[Row],
     value: &dyn Fn(&Row) -> f64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut chart = ChartBuilder::on(area)
+) -> Result<(), Error> {
+    let log2 = |c: usize| (c as f64).log2();
+    let low = args
+        .concurrency
+        .iter()
+        .copied()
+        .map(log2)
+        .fold(f64::MAX, f64::min);
+    let high = args
+        .concurrency
+        .iter()
+        .copied()
+        .map(log2)
+        .fold(f64::MIN, f64::max);
+    let x = (low.floor() - 0.3)..(high.ceil() + 0.3);
+    let ticks = (high.ceil() - low.floor()) as usize + 1;
+    let x_label = |v: &f64| {
+        if (v - v.round()).abs() < 1e-6 {
+            format!("{:.0}", v.round().exp2())
+        } else {
+            String::new()
+        }
+    };
+    let mut builder = ChartBuilder::on(area);
+    builder
         .caption(caption, ("sans-serif", 18))
-        .margin(12)
+        .margin(14)
         .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x.log_scale(), y)?;
-    chart
-        .configure_mesh()
-        .x_desc("client concurrency")
-        .y_desc(y_desc)
-        .x_label_formatter(&|c| format!("{c:.0}"))
-        .draw()?;
-    series(&mut chart, args, rows, value)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn log_panel(
-    area: &Panel<'_>,
-    caption: &str,
-    y_desc: &str,
-    x: std::ops::Range<f64>,
-    y: std::ops::Range<f64>,
-    args: &Args,
-    rows: &[Row],
-    value: &dyn Fn(&Row) -> f64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x.log_scale(), y.log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("client concurrency")
-        .y_desc(y_desc)
-        .x_label_formatter(&|c| format!("{c:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()?;
-    series(&mut chart, args, rows, value)
-}
-
-fn series<'a, X, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-    args: &Args,
-    rows: &[Row],
-    value: &dyn Fn(&Row) -> f64,
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    X: Ranged<ValueType = f64>,
-    Y: Ranged<ValueType = f64>,
-{
-    for (index, &variant) in args.variants.iter().enumerate() {
-        let color = COLORS[Variant::ALL
-            .iter()
-            .position(|v| *v == variant)
-            .unwrap_or(index)
-            % COLORS.len()];
-        let points: Vec<(f64, f64)> = rows
-            .iter()
+        .y_label_area_size(60);
+    let points = |variant: Variant| -> Vec<(f64, f64)> {
+        rows.iter()
             .filter(|row| row.variant == variant)
-            .map(|row| (row.concurrency as f64, value(row)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!("({}) {}", variant.letter(), variant.label()))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|point| Circle::new(point, 3, color.filled())),
-        )?;
+            .map(|row| (log2(row.concurrency), value(row)))
+            .collect()
+    };
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("client concurrency")
+                .x_labels(ticks)
+                .x_label_formatter(&x_label)
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .max_light_lines(0)
+                .draw()?;
+            for &variant in &args.variants {
+                let color = color(variant);
+                chart.draw_series(LineSeries::new(points(variant), color.stroke_width(2)))?;
+                chart.draw_series(
+                    points(variant)
+                        .into_iter()
+                        .map(|point| Circle::new(point, 3, color.filled())),
+                )?;
+            }
+        }};
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    if log_y {
+        finish!(builder.build_cartesian_2d(x, y.log_scale())?);
+    } else {
+        finish!(builder.build_cartesian_2d(x, y)?);
+    }
     Ok(())
 }
