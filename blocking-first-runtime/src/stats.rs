@@ -22,15 +22,18 @@ pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
 pub struct Stats {
     /// Moves of a body onto the blocking pool since start.
     pub hops: u64,
-    /// Bodies running blocking code now.
+    /// Bodies running blocking code now. Bodies only: a [`Limit`](crate::limit::Limit)'s own
+    /// counters also count the `parallel` branches that hold its slots.
     pub in_blocking: usize,
     /// The most bodies ever in blocking code at once (see [`reset_peak`]).
     pub peak_in_blocking: usize,
     /// Bodies waiting for a slot of their [`Limit`](crate::limit::Limit) now.
     pub waiting_for_slot: usize,
-    /// `parallel` branches sent to other blocking threads.
+    /// `parallel` branches sent to other blocking threads (each held a slot of its limit).
     pub parallel_dispatched: u64,
-    /// `parallel` branches run on the caller's own thread (no slot free, or not worth a thread).
+    /// `parallel` branches that found no free slot (or no runtime) and ran on the caller's thread
+    /// instead. The last branch of `parallel!` and `parallel::map`, which always runs on the
+    /// caller's thread, is in neither count.
     pub parallel_inline: u64,
 }
 
