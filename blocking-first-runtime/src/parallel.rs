@@ -32,7 +32,7 @@
 //!
 //! This is the crate's one module with `unsafe`: branches borrow from the caller's stack, so a
 //! pool task reaches its branch through a lifetime-erased pointer. Soundness rests on a `'static`
-//! [`Ticket`] per branch: a pool task touches the branch only after moving its ticket from
+//! ticket per branch: a pool task touches the branch only after moving its ticket from
 //! *queued* to *running*, and [`scope`] does not return, by value or by unwinding, while any
 //! ticket is *running*. A branch the caller claims first is never touched by its pool task.
 
