@@ -301,8 +301,16 @@ impl VisitMut for Rewriter<'_> {
                     *expr = error;
                 }
             }
-            Expr::Closure(closure) => forbid_regions(&mut closure.body, "a closure", self.names),
-            Expr::Async(block) => forbid_regions_in_block(&mut block.block, self.names),
+            Expr::Closure(closure) => Forbid {
+                place: Place::Closure,
+                names: self.names,
+            }
+            .visit_expr_mut(&mut closure.body),
+            Expr::Async(block) => Forbid {
+                place: Place::AsyncBlock,
+                names: self.names,
+            }
+            .visit_block_mut(&mut block.block),
             Expr::Return(ret) => {
                 if let Some(value) = &mut ret.expr {
                     // `return io! { .. }` leaves the body anyway: no way back needed.
@@ -373,8 +381,25 @@ impl VisitMut for Rewriter<'_> {
         }
     }
 
-    // Nested items are compiled on their own; a region there meets the fallback macro's error.
-    fn visit_item_mut(&mut self, _item: &mut Item) {}
+    // Nested items are compiled on their own. A nested function with its own #[blocking_first]
+    // drives its own regions; in any other, a region gets an error that says so.
+    fn visit_item_mut(&mut self, item: &mut Item) {
+        if let Item::Fn(func) = item {
+            let annotated = func.attrs.iter().any(|attr| {
+                attr.path()
+                    .segments
+                    .last()
+                    .is_some_and(|seg| seg.ident == "blocking_first")
+            });
+            if !annotated {
+                Forbid {
+                    place: Place::NestedFn,
+                    names: self.names,
+                }
+                .visit_block_mut(&mut func.block);
+            }
+        }
+    }
 }
 
 /// The span to report a region at: its `io!` / `parallel!` path.
@@ -432,21 +457,18 @@ pub(crate) fn error_expr(err: syn::Error) -> Expr {
     parse_quote_spanned!(err.span()=> { #tokens })
 }
 
-/// Replaces every region inside a closure or async block with an error that says what to do.
-fn forbid_regions(expr: &mut Expr, place: &'static str, names: &Names) {
-    Forbid { place, names }.visit_expr_mut(expr);
+/// Where a region cannot be driven.
+#[derive(Clone, Copy)]
+enum Place {
+    Closure,
+    AsyncBlock,
+    NestedFn,
 }
 
-fn forbid_regions_in_block(block: &mut Block, names: &Names) {
-    Forbid {
-        place: "an async block",
-        names,
-    }
-    .visit_block_mut(block);
-}
-
+/// Replaces every region inside a closure, async block or nested function with an error that
+/// says what to do.
 struct Forbid<'a> {
-    place: &'static str,
+    place: Place,
     names: &'a Names,
 }
 
@@ -457,20 +479,28 @@ impl Forbid<'_> {
             // The function is already rejected: strip the region quietly instead of piling on.
             return Some(Rewriter::new(self.names).region(mac, false));
         }
-        let hint = if self.place == "an async block" && kind == Kind::Io {
-            " (an async block is async already: `.await` works in it directly)"
-        } else {
-            ""
-        };
-        Some(error_expr(syn::Error::new(
-            macro_span(mac),
-            format!(
-                "`{}` cannot be used inside {}: it may run later or elsewhere than the function's \
-                 body; move the region into the body of the #[blocking_first] function{hint}",
-                kind.name(),
-                self.place
+        let name = kind.name();
+        let message = match self.place {
+            Place::Closure => format!(
+                "`{name}` cannot be used inside a closure: the closure may run later or on \
+                 another thread; move the region into the body of the #[blocking_first] function"
             ),
-        )))
+            Place::AsyncBlock => format!(
+                "`{name}` cannot be used inside an async block: the block may run later or \
+                 elsewhere; move the region into the body of the #[blocking_first] function{}",
+                if kind == Kind::Io {
+                    " (an async block is async already: `.await` works in it directly)"
+                } else {
+                    ""
+                }
+            ),
+            Place::NestedFn => format!(
+                "`{name}` cannot be used inside a nested function: only the function carrying \
+                 #[blocking_first] is rewritten; put #[blocking_first] on the nested `async fn` \
+                 too, or move the region into the outer body"
+            ),
+        };
+        Some(error_expr(syn::Error::new(macro_span(mac), message)))
     }
 }
 
