@@ -2,10 +2,12 @@
 //!
 //! Every benchmark runs on a two-worker multi-thread tokio runtime, from a task on a worker (as an
 //! axum handler would), except the `parallel` group, whose loops run inside a blocking thread.
-//! After criterion has run, the medians are printed as ratios to the bare
-//! `spawn_blocking(|| ()).await` round trip of the same run, with the hops per call counted by the
-//! driver's own counters (`blocking_first::stats()`), as a markdown table that is also written
-//! to `<criterion dir>/hops/ratios.md`.
+//! The list runs three times in a row (criterion groups `hops`, `hops-round2`, `hops-round3`).
+//! Afterwards each median is printed as a ratio to the bare `spawn_blocking(|| ()).await` round
+//! trip of the same round (measured first and last in the round; the ratio uses the mean of the
+//! two), with the median ratio over the rounds and the hops per call counted by the driver's own
+//! counters (`blocking_first::stats()`), as a markdown table also written to
+//! `<criterion dir>/hops/ratios.md`.
 //!
 //! `cargo bench --bench hops` (a filter argument runs a subset, as with any criterion bench).
 
@@ -245,56 +247,73 @@ fn main() {
         },
         Row {
             id: "spawn_blocking_again",
-            what: "the floor measured again, last (drift during the run)",
+            what: "the floor measured again, last in the round",
             counters: Some(count(&rt, checks, bare_spawn_blocking)),
         },
     ];
 
     let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .sample_size(60)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(40)
         .configure_from_args();
-    {
-        let mut group = criterion.benchmark_group("hops");
-        group.bench_function("spawn_blocking", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, bare_spawn_blocking))
-        });
-        group.bench_function("no_region", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, no_region))
-        });
-        group.bench_function("no_region_capped", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, no_region_capped))
-        });
-        group.bench_function("io_round_trip", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, io_round_trip))
-        });
-        group.bench_function("io_without_suspension", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, io_without_suspension))
-        });
-        group.bench_function("block_in_place_then_yield", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, block_in_place_then_yield))
-        });
-        group.bench_function("yield_now", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, yield_now))
-        });
-        group.bench_function("parallel_3", |b| {
-            b.iter_custom(|iters| time_in_body(&rt, parallel_loop(iters)))
-        });
-        group.bench_function("sequential_3", |b| {
-            b.iter_custom(|iters| time_in_body(&rt, sequential_loop(iters)))
-        });
-        group.bench_function("thread_scope_3", |b| {
-            b.iter_custom(|iters| time_in_body(&rt, thread_scope_loop(iters)))
-        });
-        group.bench_function("spawn_blocking_again", |b| {
-            b.iter_custom(|iters| time_on_worker(&rt, iters, bare_spawn_blocking))
-        });
-        group.finish();
+    // The whole list runs several times in a row: a drift of the machine (other processes on
+    // its few cores) then shows as a spread between rounds instead of a skewed ratio.
+    let groups: Vec<String> = (1..=ROUNDS).map(group_name).collect();
+    for group in &groups {
+        bench_all(&mut criterion, group, &rt);
     }
     criterion.final_summary();
 
-    report(&rows, started);
+    report(&rows, &groups, started);
+}
+
+const ROUNDS: usize = 3;
+
+fn group_name(round: usize) -> String {
+    if round == 1 {
+        "hops".to_string()
+    } else {
+        format!("hops-round{round}")
+    }
+}
+
+fn bench_all(criterion: &mut Criterion, name: &str, rt: &Runtime) {
+    let mut group = criterion.benchmark_group(name);
+    group.bench_function("spawn_blocking", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, bare_spawn_blocking))
+    });
+    group.bench_function("no_region", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, no_region))
+    });
+    group.bench_function("no_region_capped", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, no_region_capped))
+    });
+    group.bench_function("io_round_trip", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, io_round_trip))
+    });
+    group.bench_function("io_without_suspension", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, io_without_suspension))
+    });
+    group.bench_function("block_in_place_then_yield", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, block_in_place_then_yield))
+    });
+    group.bench_function("yield_now", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, yield_now))
+    });
+    group.bench_function("parallel_3", |b| {
+        b.iter_custom(|iters| time_in_body(rt, parallel_loop(iters)))
+    });
+    group.bench_function("sequential_3", |b| {
+        b.iter_custom(|iters| time_in_body(rt, sequential_loop(iters)))
+    });
+    group.bench_function("thread_scope_3", |b| {
+        b.iter_custom(|iters| time_in_body(rt, thread_scope_loop(iters)))
+    });
+    group.bench_function("spawn_blocking_again", |b| {
+        b.iter_custom(|iters| time_on_worker(rt, iters, bare_spawn_blocking))
+    });
+    group.finish();
 }
 
 /// Where criterion writes its results: the same rule criterion itself follows.
@@ -319,8 +338,8 @@ fn criterion_dir() -> PathBuf {
 }
 
 /// The median and its 95% confidence interval, in nanoseconds, if this run measured `id`.
-fn median(dir: &Path, id: &str, run_started: SystemTime) -> Option<(f64, f64, f64)> {
-    let path = dir.join("hops").join(id).join("new").join("estimates.json");
+fn median(dir: &Path, group: &str, id: &str, run_started: SystemTime) -> Option<(f64, f64, f64)> {
+    let path = dir.join(group).join(id).join("new").join("estimates.json");
     let fresh = std::fs::metadata(&path)
         .and_then(|meta| meta.modified())
         .is_ok_and(|modified| modified >= run_started);
@@ -336,20 +355,43 @@ fn median(dir: &Path, id: &str, run_started: SystemTime) -> Option<(f64, f64, f6
     ))
 }
 
-fn report(rows: &[Row], run_started: SystemTime) {
+fn report(rows: &[Row], groups: &[String], run_started: SystemTime) {
     let dir = criterion_dir();
-    let Some((floor, ..)) = median(&dir, "spawn_blocking", run_started) else {
-        println!("(the spawn_blocking benchmark did not run: no ratios to print)");
+    // Per round: the floor is measured first and last; ratios use the mean of the two.
+    let floors: Vec<Option<f64>> = groups
+        .iter()
+        .map(|group| {
+            let both: Vec<f64> = ["spawn_blocking", "spawn_blocking_again"]
+                .iter()
+                .filter_map(|id| median(&dir, group, id, run_started).map(|(m, ..)| m))
+                .collect();
+            (!both.is_empty()).then(|| both.iter().sum::<f64>() / both.len() as f64)
+        })
+        .collect();
+    if floors.iter().all(Option::is_none) {
+        println!("(the spawn_blocking benchmarks did not run: no ratios to print)");
         return;
-    };
-    let mut table = String::from(
-        "| benchmark | what | median | 95% CI of median | ratio to spawn_blocking | hops/call | parallel branches dispatched / inline per call |\n\
+    }
+    let mut table = format!(
+        "| benchmark | what | median per round ({rounds} rounds) | ratio to the floor per round \
+         | median ratio | hops/call | parallel branches dispatched / inline per call |\n\
          |---|---|---:|---:|---:|---:|---:|\n",
+        rounds = groups.len(),
     );
     for row in rows {
-        let Some((median, low, high)) = median(&dir, row.id, run_started) else {
+        let mut medians = Vec::new();
+        let mut ratios = Vec::new();
+        for (group, floor) in groups.iter().zip(&floors) {
+            if let Some((m, ..)) = median(&dir, group, row.id, run_started) {
+                medians.push(m);
+                if let Some(floor) = floor {
+                    ratios.push(m / floor);
+                }
+            }
+        }
+        if medians.is_empty() {
             continue;
-        };
+        }
         let (hops, branches) = match row.counters {
             Some(c) => (
                 format!("{:.2}", c.hops),
@@ -357,14 +399,20 @@ fn report(rows: &[Row], run_started: SystemTime) {
             ),
             None => ("n/a".to_string(), "n/a".to_string()),
         };
+        let list = |values: &[f64], show: &dyn Fn(f64) -> String| {
+            values
+                .iter()
+                .map(|&v| show(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         table.push_str(&format!(
-            "| `{}` | {} | {} | {} – {} | {:.2} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
             row.id,
             row.what.replace('|', "\\|"),
-            micros(median),
-            micros(low),
-            micros(high),
-            median / floor,
+            list(&medians, &micros),
+            list(&ratios, &|r| format!("{r:.2}")),
+            middle(&mut ratios).map_or("n/a".to_string(), |r| format!("**{r:.2}**")),
             hops,
             branches,
         ));
@@ -377,6 +425,24 @@ fn report(rows: &[Row], run_started: SystemTime) {
     }
 }
 
+/// The median of a few values.
+fn middle(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
 fn micros(nanos: f64) -> String {
-    format!("{:.2} µs", nanos / 1_000.0)
+    if nanos < 1_000.0 {
+        format!("{nanos:.2} ns")
+    } else {
+        format!("{:.2} µs", nanos / 1_000.0)
+    }
 }
