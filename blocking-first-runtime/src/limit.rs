@@ -7,6 +7,7 @@
 //! blocking code, a cap of `N` also means at most `N` connections in use.
 //!
 //! ```
+//! # use blocking_first_runtime as blocking_first;
 //! use blocking_first::limit::{self, Limit};
 //!
 //! /// Four connections in the pool, so at most four bodies in database code.

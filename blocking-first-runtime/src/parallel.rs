@@ -12,6 +12,7 @@
 //! and run by the caller.
 //!
 //! ```
+//! # use blocking_first_runtime as blocking_first;
 //! use blocking_first::parallel;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -81,6 +82,7 @@ where
 /// item runs on the caller's thread; the others take slots of the current limit while free.
 ///
 /// ```
+/// # use blocking_first_runtime as blocking_first;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// # tokio::task::spawn_blocking(|| {
 /// let lengths = blocking_first::parallel::map(["a", "bb", "ccc"], |word| word.len());

@@ -1,6 +1,7 @@
 //! Process-wide counters: cheap relaxed atomics, read with [`stats()`].
 //!
 //! ```
+//! # use blocking_first_runtime as blocking_first;
 //! let before = blocking_first::stats();
 //! // ... serve some requests ...
 //! let after = blocking_first::stats();
