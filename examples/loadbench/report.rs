@@ -406,6 +406,9 @@ fn draw(path: &Path, args: &Args, env: &Environment, rows: &[Row]) -> Result<(),
     // One legend for the three panels.
     let mut x = 20;
     for &variant in &args.variants {
+        if !rows.iter().any(|row| row.variant == variant) {
+            continue;
+        }
         let label = format!("({}) {}", variant.letter(), variant.label());
         title.draw(&PathElement::new(
             vec![(x, 56), (x + 24, 56)],
