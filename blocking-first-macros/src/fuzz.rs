@@ -1355,3 +1355,25 @@ fn while_let_chain_around_a_region_does_not_panic() {
     assert!(!output.contains("compile_error"), "{output}");
     syn::parse2::<syn::File>(output.parse().unwrap()).expect("output parses");
 }
+
+#[test]
+fn the_signature_and_every_attribute_pass_through_unchanged() {
+    let item = "/// Documented.\n\
+        #[doc = \"more\"] #[allow(unused_variables)] #[must_use = \"the answer\"] \
+        #[cfg_attr(test, inline)] #[axum::debug_handler] #[tracing::instrument(skip_all)] \
+        pub(crate) async fn handler<T: Clone + Send + 'static, const N: usize>(\
+            self: Arc<Self>, State(app): State<App>, #[allow(unused)] t: T\
+        ) -> Result<impl IntoResponse, Box<dyn Error + Send + Sync>> \
+        where T: Default \
+        { let v = io! { fetch().await }; Ok(v) }";
+    let before: syn::ItemFn = syn::parse_str(item).unwrap();
+    let after: syn::ItemFn = syn::parse_str(&expands("limit = DB", item)).unwrap();
+    let tokens = |attrs: &[syn::Attribute]| quote::quote!(#(#attrs)*).to_string();
+    assert_eq!(tokens(&after.attrs), tokens(&before.attrs));
+    let (vis, sig) = (&before.vis, &before.sig);
+    let (vis_after, sig_after) = (&after.vis, &after.sig);
+    assert_eq!(
+        quote::quote!(#vis_after #sig_after).to_string(),
+        quote::quote!(#vis #sig).to_string()
+    );
+}
