@@ -236,6 +236,23 @@ async fn loops_leaving_regions() -> Vec<String> {
     };
     assert_blocking_thread();
     log.push(labeled.to_string());
+
+    // A let chain in a `while` condition around a region.
+    let mut items = vec![3, 2, 1].into_iter();
+    let mut kept = Vec::new();
+    while let Some(item) = items.next()
+        && item > 0
+    {
+        io! {
+            suspend().await;
+            if item == 2 {
+                continue;
+            }
+        }
+        assert_blocking_thread();
+        kept.push(item);
+    }
+    log.push(format!("chain {kept:?}"));
     log
 }
 
@@ -244,7 +261,15 @@ fn break_and_continue_out_of_io_return_to_blocking_code() {
     on_both_flavors(|| async {
         assert_eq!(
             loops_leaving_regions().await,
-            ["for 0", "for 20", "found", "outer 2", "while 3", "labeled"]
+            [
+                "for 0",
+                "for 20",
+                "found",
+                "outer 2",
+                "while 3",
+                "labeled",
+                "chain [3, 1]"
+            ]
         );
     });
 }

@@ -32,10 +32,10 @@ impl Kind {
             "parallel" => Kind::Parallel,
             _ => return None,
         };
-        if segments.len() == 1 && mac.path.leading_colon.is_none() {
-            return Some(kind);
-        }
-        let parent = &segments[segments.len() - 2].ident;
+        let Some(parent) = segments.iter().rev().nth(1).map(|seg| &seg.ident) else {
+            // `io!` is ours; `::io!` names a crate called `io`.
+            return mac.path.leading_colon.is_none().then_some(kind);
+        };
         let ours = parent == "blocking_first"
             || krate
                 .segments
@@ -240,14 +240,23 @@ impl<'a> Rewriter<'a> {
             Expr::ForLoop(l) => l.body.stmts.insert(0, head),
             Expr::While(l) => {
                 l.body.stmts.insert(0, head);
-                // A `continue` hidden in a macro reaches the condition before the body's head.
-                match &mut *l.cond {
-                    Expr::Let(cond) => {
-                        let value = &cond.expr;
-                        *cond.expr = parse_quote_spanned!(span=> { #leave #value });
-                    }
-                    cond => *cond = parse_quote_spanned!(span=> { #leave #cond }),
+                // A `continue` hidden in a macro reaches the condition before the body's head:
+                // switch back before the first thing the condition evaluates (the leftmost
+                // operand of a `&&` chain; in `let P = e`, the `e`).
+                let mut first = &mut *l.cond;
+                while let Expr::Binary(syn::ExprBinary {
+                    left,
+                    op: syn::BinOp::And(_),
+                    ..
+                }) = first
+                {
+                    first = &mut **left;
                 }
+                let first = match first {
+                    Expr::Let(cond) => &mut *cond.expr,
+                    other => other,
+                };
+                *first = parse_quote_spanned!(span=> { #leave #first });
             }
             _ => {}
         }
