@@ -373,8 +373,59 @@ async fn get_text(client: &reqwest::Client, url: String) -> (StatusCode, String)
     (status, response.text().await.unwrap())
 }
 
+tokio::task_local! {
+    static REQUEST_ID: u32;
+}
+
+thread_local! {
+    static CALLER_THREAD_VALUE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// What a body sees of the caller's task-local and thread-local values.
+#[blocking_first]
+async fn locals_seen() -> (Option<u32>, u32, Option<u32>) {
+    assert_blocking_thread();
+    let task_local_in_blocking = REQUEST_ID.try_with(|id| *id).ok();
+    let thread_local_in_blocking = CALLER_THREAD_VALUE.get();
+    let task_local_in_io = io! {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Bound here: a final expression without `.await` would run after the switch back.
+        let id = REQUEST_ID.try_with(|id| *id).ok();
+        id
+    };
+    (
+        task_local_in_blocking,
+        thread_local_in_blocking,
+        task_local_in_io,
+    )
+}
+
 // ----------------------------------------------------------------------------------------------
 // Tests.
+
+#[test]
+fn task_locals_and_thread_locals_are_not_carried_into_blocking_code() {
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    ] {
+        runtime.block_on(async {
+            CALLER_THREAD_VALUE.set(7);
+            let seen = REQUEST_ID.scope(42, locals_seen()).await;
+            // Blocking code runs on a pool thread, outside the caller's task: neither value is
+            // there. `io!` code that has suspended is polled by the caller's task again, inside
+            // the task-local's scope.
+            assert_eq!(seen, (None, 0, Some(42)));
+        });
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_handler_in_both_orders_compiles_and_serves() {
