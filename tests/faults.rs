@@ -641,6 +641,8 @@ fn run(load: &Load) -> String {
             && CAP.stats().in_use == 0
             && CAP.stats().waiting == 0
             && UPSTREAM_IN_FLIGHT.load(Ordering::SeqCst) == 0
+            && blocking_first::stats().in_blocking == 0
+            && blocking_first::stats().waiting_for_slot == 0
     };
     assert!(
         settle(Duration::from_secs(30), || quiet(counters)),
