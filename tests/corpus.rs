@@ -696,6 +696,31 @@ async fn while_let_with_a_region() {
     assert_eq!(drain(Json(vec![1, 2, 60, 10])).await, (140, 2));
 }
 
+async fn double_signed(x: i32) -> i32 {
+    tokio::task::yield_now().await;
+    x * 2
+}
+
+/// 15b. An edition-2024 let chain in a `while` condition, with a region in the loop.
+#[blocking_first]
+async fn drain_positive(Json(mut queue): Json<Vec<i32>>) -> (i32, usize) {
+    let mut sum = 0;
+    while let Some(x) = queue.pop()
+        && x > 0
+    {
+        sum += io! { double_signed(x).await };
+        assert_blocking_thread();
+    }
+    assert_blocking_thread();
+    (sum, queue.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_let_chain_with_a_region() {
+    assert_eq!(drain_positive(Json(vec![1, -1, 2, 3])).await, (10, 1));
+    assert_eq!(drain_positive(Json(vec![4])).await, (8, 0));
+}
+
 /// 16. `?` on `Option` in and out of a region; an `io!` in tail position.
 #[blocking_first]
 async fn initials(Path(id): Path<i64>) -> Option<String> {

@@ -870,55 +870,6 @@ fn mutate(stream: TokenStream, rng: &mut Rng) -> TokenStream {
 // ---------------------------------------------------------------------------------------------
 // The oracle.
 
-/// Inputs that hit a panic already reported (each has an ignored reproducer test below). They
-/// are counted, not failed, so the fuzz test keeps looking for new ones.
-fn known_bug(args: &TokenStream, item: &TokenStream) -> Option<&'static str> {
-    fn scan(stream: &TokenStream, found: &mut Option<&'static str>) {
-        let trees: Vec<TokenTree> = stream.clone().into_iter().collect();
-        for (index, tree) in trees.iter().enumerate() {
-            match tree {
-                TokenTree::Group(group) => scan(&group.stream(), found),
-                // `::io!` / `::parallel!`: a one-segment path with a leading `::`.
-                TokenTree::Punct(p) if p.as_char() == ':' => {
-                    let starts_path = index == 0
-                        || !matches!(&trees[index - 1], TokenTree::Ident(_))
-                            && !matches!(&trees[index - 1], TokenTree::Punct(q) if q.as_char() == ':' || q.as_char() == '>');
-                    let rest = &trees[index..];
-                    if starts_path
-                        && matches!(rest.get(1), Some(TokenTree::Punct(q)) if q.as_char() == ':')
-                        && matches!(rest.get(2), Some(TokenTree::Ident(i)) if i == "io" || i == "parallel")
-                    {
-                        *found = Some("leading_colon_region_path_does_not_panic");
-                    }
-                }
-                // `while <let chain> { .. }`.
-                TokenTree::Ident(ident) if ident == "while" => {
-                    let cond: Vec<&TokenTree> = trees[index + 1..]
-                        .iter()
-                        .take_while(|tree| {
-                            !matches!(tree, TokenTree::Group(g) if g.delimiter() == Delimiter::Brace)
-                        })
-                        .collect();
-                    let has_let = cond
-                        .iter()
-                        .any(|tree| matches!(tree, TokenTree::Ident(i) if i == "let"));
-                    let has_and = cond
-                        .iter()
-                        .any(|tree| matches!(tree, TokenTree::Punct(p) if p.as_char() == '&'));
-                    if has_let && has_and {
-                        *found = Some("while_let_chain_around_a_region_does_not_panic");
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut found = None;
-    scan(args, &mut found);
-    scan(item, &mut found);
-    found
-}
-
 /// Region macros left in the output outside closures, async blocks and nested items: those the
 /// macro should have rewritten or reported.
 #[derive(Default)]
@@ -1164,17 +1115,7 @@ struct Tally {
     accepted: u64,
     mutated: u64,
     mutated_not_functions: u64,
-    known: Vec<(&'static str, u64)>,
     failures: Vec<String>,
-}
-
-impl Tally {
-    fn known(&mut self, name: &'static str) {
-        match self.known.iter_mut().find(|(known, _)| *known == name) {
-            Some((_, count)) => *count += 1,
-            None => self.known.push((name, 1)),
-        }
-    }
 }
 
 fn run_case(
@@ -1184,10 +1125,6 @@ fn run_case(
     item: &TokenStream,
     expect: Expect,
 ) {
-    if let Some(bug) = known_bug(args, item) {
-        tally.known(bug);
-        return;
-    }
     if let Err(failure) = check(args, item, expect) {
         if tally.failures.len() < 5 {
             let small = shrink(args, item, expect, &failure);
@@ -1246,13 +1183,12 @@ fn the_macro_never_panics_on_generated_and_mutated_functions() {
     }
     eprintln!(
         "fuzz: seed {seed:#x}, {} generated ({} to reject, {} to accept), {} mutated ({} no \
-         longer functions), known bugs hit {:?}, {} failures, {:?}",
+         longer functions), {} failures, {:?}",
         tally.generated,
         tally.rejected,
         tally.accepted,
         tally.mutated,
         tally.mutated_not_functions,
-        tally.known,
         tally.failures.len(),
         start.elapsed()
     );
@@ -1279,7 +1215,7 @@ fn the_macro_never_panics_on_generated_and_mutated_functions() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hand-written inputs the grammar reaches rarely, and the reproducers of known bugs.
+// Hand-written inputs the grammar reaches rarely, and the first panics the fuzz test found.
 
 fn expands(args: &str, item: &str) -> String {
     let args: TokenStream = args.parse().unwrap();
@@ -1332,19 +1268,16 @@ fn regions_in_invisible_groups_are_still_rewritten() {
     syn::parse2::<syn::File>(output).expect("output parses");
 }
 
+/// Found by the fuzz test: `Kind::of` indexed `segments[len - 2]` of a one-segment path.
 #[test]
-#[ignore = "known bug: `::io! { .. }` (a one-segment macro path with a leading `::`) makes \
-            regions::Kind::of index `segments[segments.len() - 2]` and panic with \
-            'attempt to subtract with overflow'"]
 fn leading_colon_region_path_does_not_panic() {
     let output = expands("", "async fn f() { ::io! { 1 }; ::parallel!(a, b); }");
     syn::parse2::<syn::File>(output.parse().unwrap()).expect("output parses");
 }
 
+/// Found by the fuzz test: the safety net before a `while` condition wrapped a whole let chain
+/// in a block, `{ leave; let Some(v) = .. && .. }`, which does not parse.
 #[test]
-#[ignore = "known bug: a `while` whose condition is a let chain (`while let Some(v) = it.next() \
-            && v > 1 { io! { .. } }`, edition 2024) makes regions::Rewriter::visit_target build \
-            `{ leave; let Some(v) = .. && .. }` and panic in parse_quote ('expected `;`')"]
 fn while_let_chain_around_a_region_does_not_panic() {
     let output = expands(
         "",
