@@ -79,19 +79,7 @@ async fn waits_in_io(wait: Duration) -> usize {
 
 #[test]
 fn bodies_waiting_in_io_hold_no_blocking_thread() {
-    for runtime in [
-        tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap(),
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap(),
-    ] {
+    for runtime in with_one_blocking_thread() {
         runtime.block_on(async {
             let start = Instant::now();
             let tasks: Vec<_> = (0..50)

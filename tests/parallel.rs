@@ -165,19 +165,7 @@ async fn four_branches() -> u32 {
 
 #[test]
 fn a_saturated_pool_does_not_deadlock() {
-    for runtime in [
-        tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap(),
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(1)
-            .enable_all()
-            .build()
-            .unwrap(),
-    ] {
+    for runtime in with_one_blocking_thread() {
         runtime.block_on(async {
             // The body holds the only blocking thread: its branches can never start on the pool,
             // so the caller takes them back and runs them itself.

@@ -22,6 +22,23 @@ pub fn multi_thread() -> Runtime {
         .unwrap()
 }
 
+/// A runtime of each flavour whose blocking pool has a single thread.
+pub fn with_one_blocking_thread() -> [Runtime; 2] {
+    [
+        Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap(),
+        Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap(),
+    ]
+}
+
 /// Runs the same async test on a current-thread and on a multi-thread runtime.
 pub fn on_both_flavors<F, Fut>(test: F)
 where
