@@ -31,7 +31,9 @@ macro_rules! io {
         ::core::compile_error!(
             "`io!` is only valid in the body of a #[blocking_first] async fn, outside closures, \
              async blocks and other macros' arguments: add #[blocking_first] to the function, or \
-             bind the region's value to a local first (`let v = io! { .. };`)"
+             bind the region's value to a local first (`let v = io! { .. };`); if another \
+             attribute such as #[axum::debug_handler] is above #[blocking_first], put \
+             #[blocking_first] first"
         )
     };
 }
@@ -46,8 +48,10 @@ macro_rules! parallel {
     ($($branches:tt)*) => {
         ::core::compile_error!(
             "`parallel!` is only valid in the body of a #[blocking_first] async fn, outside \
-             closures, async blocks and other macros' arguments; elsewhere in blocking code use \
-             `blocking_first::parallel::scope` or `blocking_first::parallel::map`"
+             closures, async blocks and other macros' arguments (if another attribute such as \
+             #[axum::debug_handler] is above #[blocking_first], put #[blocking_first] first); \
+             elsewhere in blocking code use `blocking_first::parallel::scope` or \
+             `blocking_first::parallel::map`"
         )
     };
 }
