@@ -541,7 +541,7 @@ impl VisitMut for Forbid<'_> {
 pub(crate) fn contains_await(expr: &Expr) -> bool {
     let mut finder = Finder::default();
     finder.visit_expr(expr);
-    finder.awaits.is_some()
+    !finder.await_spans.is_empty()
 }
 
 /// Whether an expression holds an `io!` region, outside closures, async blocks and nested items.
@@ -557,16 +557,13 @@ fn contains_io(expr: &Expr, krate: &Path) -> bool {
 /// Collects `.await`s and macro invocations at the level of the body being rewritten.
 #[derive(Default)]
 pub(crate) struct Finder {
-    pub(crate) awaits: Option<Span>,
     pub(crate) await_spans: Vec<Span>,
     pub(crate) macros: Vec<Macro>,
 }
 
 impl<'ast> Visit<'ast> for Finder {
     fn visit_expr_await(&mut self, expr: &'ast syn::ExprAwait) {
-        let span = expr.await_token.span();
-        self.awaits.get_or_insert(span);
-        self.await_spans.push(span);
+        self.await_spans.push(expr.await_token.span());
         visit::visit_expr_await(self, expr);
     }
 

@@ -189,10 +189,10 @@ fn dispatch<'scope, T: Send + 'scope>(
         if ticket.start_on_pool() {
             // SAFETY: `start_on_pool` moved the ticket from queued to running, so the caller
             // claimed nothing and `scope` is blocked in `finish` (or not there yet) until
-            // `finish_on_pool` below: the packet, owned by the scope's branch list until then,
+            // `finish` below: the packet, owned by the scope's branch list until then,
             // is alive, and its borrows ('scope) are valid.
             unsafe { (*target.0).run() };
-            ticket.finish_on_pool();
+            ticket.finish();
         }
         // Unstarted (the caller claimed it, or the runtime discards this task): the pointer is
         // dropped without being followed.
@@ -276,10 +276,6 @@ impl Ticket {
             *state = to;
         }
         won
-    }
-
-    fn finish_on_pool(&self) {
-        self.finish();
     }
 
     fn finish(&self) {
