@@ -539,3 +539,25 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+async fn counted(calls: Arc<AtomicUsize>) -> Result<usize, String> {
+    suspend().await;
+    Ok(calls.fetch_add(1, Ordering::SeqCst) + 1)
+}
+
+#[blocking_first]
+async fn region_statements_with_values(calls: Arc<AtomicUsize>) -> Result<usize, String> {
+    // Statements whose value is not `()`: discarded as if they ended in `;`.
+    io! { counted(calls.clone()).await? }
+    io! { counted(calls.clone()).await? }
+    assert_blocking_thread();
+    Ok(calls.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_region_statement_discards_its_value() {
+    on_both_flavors(|| async {
+        let calls = Arc::new(AtomicUsize::new(0));
+        assert_eq!(region_statements_with_values(calls).await, Ok(2));
+    });
+}

@@ -278,7 +278,13 @@ impl VisitMut for Rewriter<'_> {
                     if let Expr::Block(block) = &mut expr {
                         block.attrs = mem::take(&mut stmt_mac.attrs);
                     }
-                    *stmt = Stmt::Expr(expr, stmt_mac.semi_token);
+                    // `io! { send().await? }` followed by more code: a statement, whose value is
+                    // discarded as if it ended in `;` (a `#[must_use]` value still warns).
+                    let semi = match stmt_mac.semi_token {
+                        None if !last => Some(syn::Token![;](Span::call_site())),
+                        semi => semi,
+                    };
+                    *stmt = Stmt::Expr(expr, semi);
                 }
                 Stmt::Macro(stmt_mac) => {
                     if let Some(error) = hidden_region(&stmt_mac.mac) {

@@ -27,7 +27,7 @@ async fn poll_jobs(queue: Queue) -> usize {
                                             break;
                                         };
                                     }
-                                }
+                                };
                                 job.finish();
                                 done += 1;
                             };
