@@ -175,6 +175,24 @@ struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+impl TestApp {
+    async fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn note(&self, client: &reqwest::Client, id: i64) -> Note {
+        self.get(client, &format!("/notes/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 async fn start() -> TestApp {
     let upstream = serve(Router::new().route("/preview/{id}", get(preview))).await;
     let dir = tempfile::tempdir().unwrap();
@@ -220,14 +238,7 @@ async fn handlers_serve_real_requests_with_extractors_regions_and_errors() {
     let app = start().await;
     let client = reqwest::Client::new();
 
-    let note: Note = client
-        .get(format!("{}/notes/1", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let note = app.note(&client, 1).await;
     assert_eq!(
         note,
         Note {
@@ -239,19 +250,11 @@ async fn handlers_serve_real_requests_with_extractors_regions_and_errors() {
         }
     );
 
-    let missing = client
-        .get(format!("{}/notes/2", app.base))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get(&client, "/notes/2").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.text().await.unwrap(), r#"{"error":"not found"}"#);
 
-    let upstream_down = client
-        .get(format!("{}/notes/666", app.base))
-        .send()
-        .await
-        .unwrap();
+    let upstream_down = app.get(&client, "/notes/666").await;
     assert_eq!(upstream_down.status(), StatusCode::BAD_GATEWAY);
 
     let created = client
@@ -262,14 +265,7 @@ async fn handlers_serve_real_requests_with_extractors_regions_and_errors() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let id: i64 = created.json().await.unwrap();
-    let note: Note = client
-        .get(format!("{}/notes/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let note = app.note(&client, id).await;
     assert_eq!(
         (note.title.as_str(), note.tags),
         ("new one", vec!["x".to_string()])
@@ -280,17 +276,9 @@ async fn handlers_serve_real_requests_with_extractors_regions_and_errors() {
 async fn a_panicking_handler_becomes_a_500_and_the_server_keeps_serving() {
     let app = start().await;
     let client = reqwest::Client::new();
-    let response = client
-        .get(format!("{}/boom", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&client, "/boom").await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let after = client
-        .get(format!("{}/notes/1", app.base))
-        .send()
-        .await
-        .unwrap();
+    let after = app.get(&client, "/notes/1").await;
     assert_eq!(after.status(), StatusCode::OK);
 }
 
