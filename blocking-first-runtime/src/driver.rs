@@ -13,16 +13,17 @@ use std::mem;
 use std::panic;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::handoff::Handoff;
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::span::Span;
 use crate::stats::InBlocking;
+use crate::sync::Ordering;
 
 /// A body, boxed once for the driver's whole life.
 #[doc(hidden)]
@@ -56,15 +57,15 @@ where
     F: FnOnce(Mode) -> Body<T>,
     T: Send + 'static,
 {
-    let shared = Arc::new(Shared::default());
+    // Starts as if woken: the first poll must run the body's opening blocking code.
+    let shared = Arc::new(Shared::new());
     let Body(body) = make(Mode {
         shared: shared.clone(),
     });
-    // The first poll must run the body's opening blocking code: start as if woken.
-    shared.woken.store(true, Ordering::Release);
     Drive {
         waker: Waker::from(shared.clone()),
         shared,
+        handoff: Arc::new(Handoff::new()),
         state: State::Held(body),
         limit: limit.unwrap_or_else(limit::global),
         started: false,
@@ -82,6 +83,8 @@ pub struct Drive<T: Send + 'static> {
     shared: Arc<Shared>,
     /// The waker every poll of the body gets: it routes wakes through `shared`.
     waker: Waker,
+    /// Where a stretch that ends with the body still unfinished leaves it.
+    handoff: Arc<Handoff<Boxed<T>>>,
     limit: &'static Limit,
     /// Whether the body has been polled at all (an unstarted body can be dropped anywhere).
     started: bool,
@@ -105,8 +108,9 @@ enum State<T> {
 enum Hop<T> {
     /// The body completed.
     Done(T),
-    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
-    Back(Boxed<T>),
+    /// The body asked for async mode or waits on an `.await`: it is in the handoff, for the
+    /// driver to take back.
+    Back,
     /// The driver was dropped; the body was dropped on the blocking thread.
     Dropped,
 }
@@ -124,7 +128,10 @@ impl<T: Send + 'static> Future for Drive<T> {
                         return Poll::Pending;
                     }
                     Poll::Ready(Ok(Hop::Done(value))) => return Poll::Ready(value),
-                    Poll::Ready(Ok(Hop::Back(body))) => this.state = State::Held(body),
+                    Poll::Ready(Ok(Hop::Back)) => {
+                        let body = this.handoff.take();
+                        this.state = State::Held(body.expect("a stretch that hands back leaves the body"));
+                    }
                     Poll::Ready(Ok(Hop::Dropped)) => {
                         unreachable!("a body is only dropped after its driver is")
                     }
@@ -144,9 +151,7 @@ impl<T: Send + 'static> Future for Drive<T> {
                     Poll::Ready(slot) => this.state = this.hop(body, slot),
                 },
                 State::Held(mut body) => {
-                    if !this.shared.woken.swap(false, Ordering::AcqRel)
-                        && this.shared.park(cx.waker())
-                    {
+                    if !this.shared.take_wake() && this.shared.park(cx.waker()) {
                         this.state = State::Held(body);
                         return Poll::Pending;
                     }
@@ -161,9 +166,7 @@ impl<T: Send + 'static> Future for Drive<T> {
                         return Poll::Ready(value);
                     }
                     this.state = State::Held(body);
-                    if this.shared.io.load(Ordering::Acquire)
-                        && this.shared.woken.load(Ordering::Acquire)
-                    {
+                    if this.shared.io.load(Ordering::Acquire) && this.shared.is_woken() {
                         // Woken while still in async mode: yield to the runtime instead of
                         // re-polling in place, which would livelock once tokio's cooperative
                         // budget is spent.
@@ -198,37 +201,68 @@ impl<T: Send + 'static> Drive<T> {
                  runtime; await it inside one (e.g. #[tokio::main])"
             )
         };
+        let handoff = self.handoff.clone();
         State::Hopping(handle.spawn_blocking(move || {
-            // Dropped in reverse: the count falls before the slot is given back.
+            // Dropped in reverse: the count falls before the slot is given back, and the body
+            // (when dropped here) goes before both.
             let _slot = limit::enter_context(slot);
             let _counted = InBlocking::enter();
             let _entered = span.enter();
-            run_stretch(body, &shared, &waker)
+            let mut body = body;
+            match run_stretch(body.as_mut(), &shared, &waker) {
+                Stretch::Done(value) => Hop::Done(value),
+                Stretch::Back => match handoff.leave(body) {
+                    Ok(()) => Hop::Back,
+                    Err(body) => {
+                        drop(body);
+                        Hop::Dropped
+                    }
+                },
+                Stretch::Cancelled => {
+                    drop(body);
+                    Hop::Dropped
+                }
+            }
         }))
     }
 }
 
+/// How [`run_stretch`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stretch<T> {
+    /// The body completed.
+    Done(T),
+    /// The body asked for async mode or waits on an `.await` nobody has woken yet.
+    Back,
+    /// The driver was dropped: the body must not be polled again.
+    Cancelled,
+}
+
 /// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
 /// being woken.
-fn run_stretch<T>(mut body: Boxed<T>, shared: &Shared, waker: &Waker) -> Hop<T> {
+pub(crate) fn run_stretch<F: Future + ?Sized>(
+    mut body: Pin<&mut F>,
+    shared: &Shared,
+    waker: &Waker,
+) -> Stretch<F::Output> {
     let mut cx = Context::from_waker(waker);
     shared.on_blocking.store(true, Ordering::Release);
     loop {
         if shared.cancelled.load(Ordering::Acquire) {
-            drop(body);
-            return Hop::Dropped;
+            return Stretch::Cancelled;
         }
-        shared.woken.store(false, Ordering::Release);
+        // Consumed with a read-modify-write, which synchronises with the waker: the poll below
+        // sees whatever the wake announced (a plain store here could lose it).
+        shared.take_wake();
         if let Poll::Ready(value) = body.as_mut().poll(&mut cx) {
-            return Hop::Done(value);
+            return Stretch::Done(value);
         }
         if shared.cancelled.load(Ordering::Acquire) {
-            drop(body);
-            return Hop::Dropped;
+            return Stretch::Cancelled;
         }
-        if shared.io.load(Ordering::Acquire) || !shared.woken.load(Ordering::Acquire) {
+        if shared.io.load(Ordering::Acquire) || !shared.is_woken() {
             shared.on_blocking.store(false, Ordering::Release);
-            return Hop::Back(body);
+            return Stretch::Back;
         }
     }
 }
@@ -237,8 +271,14 @@ impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
         self.shared.cancelled.store(true, Ordering::Release);
         let body = match mem::replace(&mut self.state, State::Done) {
-            // The blocking thread sees `cancelled` at the body's next boundary and drops it there.
-            State::Hopping(_) | State::Done => return,
+            State::Done => return,
+            // The blocking thread sees `cancelled` at the body's next boundary and drops it there
+            // -- unless its stretch already ended and left the body in the handoff: then it is
+            // ours to drop, off the workers like any other.
+            State::Hopping(_) => match self.handoff.abandon() {
+                Some(body) => body,
+                None => return,
+            },
             State::Held(body) | State::Taking(body, _) => body,
         };
         // A started body may own connections or files: run its destructors on a blocking thread,

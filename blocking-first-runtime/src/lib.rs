@@ -9,11 +9,16 @@
 #[path = "private.rs"]
 pub mod __private;
 mod driver;
+mod handoff;
 pub mod limit;
+#[cfg(all(test, blocking_first_loom))]
+mod loom;
 mod mode;
 pub mod parallel;
 mod span;
 mod stats;
+mod sync;
+mod ticket;
 
 pub use driver::{Drive, drive};
 pub use mode::{EnterIo, LeaveIo, Mode};

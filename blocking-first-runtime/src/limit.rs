@@ -24,12 +24,24 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::stats;
 
 static GLOBAL: Limit = Limit::unbounded("global");
+
+/// The permits of an unbounded limit's semaphore: more than any process can use, and still
+/// within what `Semaphore::try_acquire_many` (a `u32`) can take back in one step.
+const UNBOUNDED: usize = if Semaphore::MAX_PERMITS < u32::MAX as usize {
+    Semaphore::MAX_PERMITS
+} else {
+    u32::MAX as usize
+};
+
+/// The largest capacity a [`Limit`] accepts.
+pub const MAX_CAPACITY: usize = UNBOUNDED - 1;
 
 /// The process-wide limit, used by every `#[blocking_first]` function without a `limit` argument.
 ///
@@ -41,8 +53,8 @@ pub fn global() -> &'static Limit {
 
 /// Caps the [`global()`] limit at `capacity` bodies in blocking code at once.
 ///
-/// Meant for start-up, before any body runs; fails if the global limit is in use.
-pub fn set_global_capacity(capacity: usize) -> Result<(), LimitInUse> {
+/// Meant for start-up, before any body runs; see [`Limit::set_capacity`] for when it fails.
+pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
     GLOBAL.set_capacity(capacity)
 }
 
@@ -50,11 +62,23 @@ pub fn set_global_capacity(capacity: usize) -> Result<(), LimitInUse> {
 ///
 /// Declare one as a `static` and name it in `#[blocking_first(limit = PATH)]`. Waiting for a
 /// slot holds no thread: the body waits as an ordinary pending future.
+///
+/// A body takes a slot for each stretch of blocking code and gives it back while it waits in
+/// `io!` or on an `.await`. So whatever it holds across a region (a pooled connection) is *not*
+/// covered by the slot: give connections back before `io!` and take a new one after it, or the
+/// bodies that took the freed slots can wait for connections that only come back after them.
 pub struct Limit {
     name: &'static str,
+    /// Holds `capacity` permits (`UNBOUNDED` when there is no cap): every slot is a permit, so
+    /// [`Limit::set_capacity`] can check "nothing in use" and change the cap in one step, by
+    /// taking every permit back.
     semaphore: Semaphore,
     /// 0 means "no cap".
     capacity: AtomicUsize,
+    /// Pools sized by this limit that are alive: the capacity cannot change under them.
+    pools: AtomicUsize,
+    /// Serialises capacity changes and pool sizing.
+    config: Mutex<()>,
     in_use: AtomicUsize,
     peak: AtomicUsize,
     waiting: AtomicUsize,
@@ -64,9 +88,13 @@ impl Limit {
     /// A limit of `capacity` slots.
     ///
     /// # Panics
-    /// If `capacity` is 0 (at compile time when used in a `static`).
+    /// If `capacity` is 0 or above [`MAX_CAPACITY`] (at compile time when used in a `static`).
     pub const fn new(name: &'static str, capacity: usize) -> Limit {
         assert!(capacity > 0, "a Limit needs at least one slot");
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "a Limit has at most MAX_CAPACITY slots"
+        );
         Limit::with_capacity(name, capacity)
     }
 
@@ -78,8 +106,10 @@ impl Limit {
     const fn with_capacity(name: &'static str, capacity: usize) -> Limit {
         Limit {
             name,
-            semaphore: Semaphore::const_new(capacity),
+            semaphore: Semaphore::const_new(permits(capacity)),
             capacity: AtomicUsize::new(capacity),
+            pools: AtomicUsize::new(0),
+            config: Mutex::new(()),
             in_use: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -99,15 +129,52 @@ impl Limit {
         }
     }
 
-    /// Changes the cap (0 removes it). Meant for start-up: fails while any slot is taken or awaited.
-    pub fn set_capacity(&self, capacity: usize) -> Result<(), LimitInUse> {
-        if self.in_use.load(Ordering::Acquire) > 0 || self.waiting.load(Ordering::Acquire) > 0 {
-            return Err(LimitInUse { name: self.name });
+    /// Changes the cap (0 removes it). Meant for start-up.
+    ///
+    /// Fails, changing nothing, if `capacity` is above [`MAX_CAPACITY`], while any slot is
+    /// taken or awaited, or while a connection pool sized by this limit is alive. The check and
+    /// the change are one step: no body can take a slot in between.
+    pub fn set_capacity(&self, capacity: usize) -> Result<(), CapacityError> {
+        if capacity > MAX_CAPACITY {
+            return Err(self.error(CapacityErrorKind::TooLarge { max: MAX_CAPACITY }));
         }
-        let old = self.capacity.swap(capacity, Ordering::AcqRel);
-        self.semaphore.forget_permits(old);
-        self.semaphore.add_permits(capacity);
+        let _config = self.lock_config();
+        if self.pools.load(Ordering::Acquire) > 0 {
+            return Err(self.error(CapacityErrorKind::SizesPool));
+        }
+        let old = self.capacity.load(Ordering::Acquire);
+        // Every permit back at once, or nothing: `permits(old)` fits in a u32 by construction.
+        let all = u32::try_from(permits(old)).expect("permits fit in a u32");
+        let Ok(taken) = self.semaphore.try_acquire_many(all) else {
+            return Err(self.error(CapacityErrorKind::InUse));
+        };
+        taken.forget();
+        self.capacity.store(capacity, Ordering::Release);
+        self.semaphore.add_permits(permits(capacity));
         Ok(())
+    }
+
+    /// Sizes a connection pool by this limit: returns the capacity, which cannot change (see
+    /// [`Limit::set_capacity`]) until the returned guard is dropped with the pool.
+    #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+    pub(crate) fn size_pool(&'static self) -> Result<PoolSizing, CapacityError> {
+        let _config = self.lock_config();
+        let Some(size) = self.capacity() else {
+            return Err(self.error(CapacityErrorKind::Unbounded));
+        };
+        self.pools.fetch_add(1, Ordering::AcqRel);
+        Ok(PoolSizing { limit: self, size })
+    }
+
+    fn lock_config(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn error(&self, kind: CapacityErrorKind) -> CapacityError {
+        CapacityError {
+            name: self.name,
+            kind,
+        }
     }
 
     /// A snapshot of this limit's counters.
@@ -129,11 +196,8 @@ impl Limit {
 
     /// Takes a slot if one is free right now.
     pub(crate) fn try_take(&'static self) -> Option<Slot> {
-        if self.capacity.load(Ordering::Acquire) == 0 {
-            return Some(Slot::new(self, None));
-        }
         let permit = self.semaphore.try_acquire().ok()?;
-        Some(Slot::new(self, Some(permit)))
+        Some(Slot::new(self, permit))
     }
 
     /// Waits for a slot, holding no thread. Boxed because it is stored in the driver's state.
@@ -148,9 +212,14 @@ impl Limit {
                 .acquire()
                 .await
                 .expect("limit semaphore closed");
-            Slot::new(self, Some(permit))
+            Slot::new(self, permit)
         })
     }
+}
+
+/// The semaphore permits that stand for `capacity` (0: no cap).
+const fn permits(capacity: usize) -> usize {
+    if capacity == 0 { UNBOUNDED } else { capacity }
 }
 
 impl fmt::Debug for Limit {
@@ -172,11 +241,11 @@ impl Drop for Waiting {
 #[derive(Debug)]
 pub(crate) struct Slot {
     limit: &'static Limit,
-    _permit: Option<SemaphorePermit<'static>>,
+    _permit: SemaphorePermit<'static>,
 }
 
 impl Slot {
-    fn new(limit: &'static Limit, permit: Option<SemaphorePermit<'static>>) -> Slot {
+    fn new(limit: &'static Limit, permit: SemaphorePermit<'static>) -> Slot {
         let now = limit.in_use.fetch_add(1, Ordering::AcqRel) + 1;
         limit.peak.fetch_max(now, Ordering::AcqRel);
         Slot {
@@ -198,6 +267,21 @@ impl Drop for Slot {
     }
 }
 
+/// A pool sized by a [`Limit`] (from `Limit::size_pool`): keeps the capacity fixed while alive.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+pub(crate) struct PoolSizing {
+    pub(crate) limit: &'static Limit,
+    pub(crate) size: usize,
+}
+
+impl Drop for PoolSizing {
+    fn drop(&mut self) {
+        let _config = self.limit.lock_config();
+        self.limit.pools.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Counters of one [`Limit`], from [`Limit::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -214,23 +298,70 @@ pub struct LimitStats {
     pub waiting: usize,
 }
 
-/// [`Limit::set_capacity`] was called while the limit was in use.
+/// Why [`Limit::set_capacity`] (or sizing a pool by a limit) failed; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitInUse {
+pub struct CapacityError {
     name: &'static str,
+    kind: CapacityErrorKind,
 }
 
-impl fmt::Display for LimitInUse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the capacity of limit `{}` can only change while no body uses it: set it at start-up",
-            self.name
-        )
+/// What [`CapacityError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapacityErrorKind {
+    /// A slot was taken or awaited: capacities change at start-up, before any body runs.
+    InUse,
+    /// The capacity asked for is above the largest one accepted.
+    TooLarge {
+        /// [`MAX_CAPACITY`].
+        max: usize,
+    },
+    /// A connection pool sized by this limit is alive; its size and the cap must agree.
+    SizesPool,
+    /// A pool cannot be sized by a limit without a cap.
+    Unbounded,
+}
+
+impl CapacityError {
+    /// What went wrong.
+    pub fn kind(&self) -> CapacityErrorKind {
+        self.kind
+    }
+
+    /// The name of the limit.
+    pub fn limit_name(&self) -> &'static str {
+        self.name
     }
 }
 
-impl std::error::Error for LimitInUse {}
+impl fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name;
+        match self.kind {
+            CapacityErrorKind::InUse => write!(
+                f,
+                "the capacity of limit `{name}` can only change while no body uses it: set it at \
+                 start-up"
+            ),
+            CapacityErrorKind::TooLarge { max } => write!(
+                f,
+                "limit `{name}` cannot have more than {max} slots; use 0 for no cap"
+            ),
+            CapacityErrorKind::SizesPool => write!(
+                f,
+                "limit `{name}` sizes a connection pool, so its capacity cannot change while the \
+                 pool is alive: set the capacity before building the pool"
+            ),
+            CapacityErrorKind::Unbounded => write!(
+                f,
+                "limit `{name}` has no cap, so it cannot size a connection pool: give it one \
+                 (`Limit::new(\"{name}\", N)` or `set_capacity(N)`) before building the pool"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CapacityError {}
 
 thread_local! {
     /// The limit of the body whose blocking code this thread runs, for `parallel` branches.

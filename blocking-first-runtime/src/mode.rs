@@ -2,22 +2,31 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+
+use crate::sync::{self, AtomicBool, Mutex, Ordering};
 
 /// State shared by one body, its [`Mode`] handle and its driver.
 ///
 /// It is also the waker every poll of the body gets, on whichever thread: all wakes go through
 /// `woken`, so the driver can tell "pending because it waits" from "pending because it asked to move".
-#[derive(Debug, Default)]
+///
+/// `woken` is only ever changed with read-modify-writes once the body has started ([`wake`],
+/// [`take_wake`], [`park`]): a thread that clears it reads, in the same step, every wake before
+/// it, and synchronises with the waker, so the poll that follows sees what the waker published.
+///
+/// [`wake`]: Wake::wake
+/// [`take_wake`]: Shared::take_wake
+/// [`park`]: Shared::park
+#[derive(Debug)]
 pub(crate) struct Shared {
     /// The body asked for async mode (it is inside an `io!` region).
     pub(crate) io: AtomicBool,
     /// The body is being polled on a blocking thread right now.
     pub(crate) on_blocking: AtomicBool,
     /// The body's waker fired since its last poll started.
-    pub(crate) woken: AtomicBool,
+    woken: AtomicBool,
     /// The driver was dropped: the body must not run any further.
     pub(crate) cancelled: AtomicBool,
     /// The outer task's waker, present only while the body is parked with the driver.
@@ -25,21 +34,42 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A body's state before its first poll: woken, so the first poll runs its opening code.
+    pub(crate) fn new() -> Shared {
+        Shared {
+            io: AtomicBool::new(false),
+            on_blocking: AtomicBool::new(false),
+            woken: AtomicBool::new(true),
+            cancelled: AtomicBool::new(false),
+            parked: Mutex::new(None),
+        }
+    }
+
+    /// Consumes a pending wake: returns whether one arrived since the last call.
+    ///
+    /// Called right before each poll of the body.
+    pub(crate) fn take_wake(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a wake arrived since the last [`take_wake`](Shared::take_wake), without
+    /// consuming it.
+    pub(crate) fn is_woken(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+
     /// Registers the outer task's waker while the body waits with the driver.
     ///
     /// Returns `false` if a wake arrived in the meantime, in which case nothing stays registered
-    /// and the caller must act on the wake itself (the lost-wakeup race).
+    /// and the caller must act on the wake itself (the lost-wakeup race): the wake is either seen
+    /// by the `swap` below, or comes after it and then finds the waker registered.
     pub(crate) fn park(&self, waker: &Waker) -> bool {
-        *self.lock_parked() = Some(waker.clone());
+        *sync::lock(&self.parked) = Some(waker.clone());
         if self.woken.swap(false, Ordering::AcqRel) {
-            self.lock_parked().take();
+            sync::lock(&self.parked).take();
             return false;
         }
         true
-    }
-
-    fn lock_parked(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -49,10 +79,11 @@ impl Wake for Shared {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        // A read-modify-write, not a store: see the type's docs.
+        self.woken.swap(true, Ordering::AcqRel);
         // Only a parked body needs its outer task woken; while it runs on a blocking thread the
         // hop loop sees `woken` itself.
-        let parked = self.lock_parked().take();
+        let parked = sync::lock(&self.parked).take();
         if let Some(waker) = parked {
             waker.wake();
         }

@@ -32,38 +32,46 @@
 //! ```
 //!
 //! This is the crate's one module with `unsafe`: branches borrow from the caller's stack, so a
-//! pool task reaches its branch through a lifetime-erased pointer. Soundness rests on a `'static`
-//! ticket per branch: a pool task touches the branch only after moving its ticket from
-//! *queued* to *running*, and [`scope`] does not return, by value or by unwinding, while any
-//! ticket is *running*. A branch the caller claims first is never touched by its pool task.
+//! pool task reaches its branch through a lifetime-erased pointer. Soundness rests on two
+//! protocols (in `ticket.rs`, model-checked with loom):
+//! - a `'static` ticket per branch: a pool task touches the branch only after moving its ticket
+//!   from *queued* to *running*; a branch the caller claims first is never touched by its pool
+//!   task;
+//! - a count of the scope's unfinished branches, raised before a branch can start (so a branch
+//!   spawned by a branch counts too) and lowered after its last touch of borrowed data: [`scope`]
+//!   does not return, by value or by unwinding, before it is zero, and claims back every branch
+//!   spawned while it waits.
 
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use tokio::runtime::Handle;
-
-use crate::limit::{self, Slot};
+use crate::limit::{self, Limit};
 use crate::stats;
+use crate::sync::{self as shim, Mutex};
+use crate::ticket::{Pending, Ticket};
 
 type Payload = Box<dyn Any + Send + 'static>;
 
 /// Runs `f` with a [`Scope`] whose branches may borrow anything that outlives the call.
 ///
-/// Returns once every branch has finished. If `f` or a branch nobody joined panicked, the panic
-/// is re-raised with its payload after every branch has finished. Branches still queued on the
-/// pool when `f` returns are taken back and run on this thread (or dropped, if `f` panicked).
+/// Returns once every branch has finished, including branches spawned by other branches. If `f`
+/// or a branch nobody joined panicked, the panic is re-raised with its payload after every branch
+/// has finished. Branches still queued on the pool when `f` returns are taken back and run on this
+/// thread (or dropped, if `f` panicked; a destructor that panics there is caught, and the scope
+/// still waits for every other branch).
 pub fn scope<'env, F, R>(f: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
     let scope = Scope {
         branches: ManuallyDrop::new(Mutex::new(Vec::new())),
-        runtime: Handle::try_current().ok(),
+        pending: Arc::new(Pending::new()),
+        pool: Pool::current(),
         limit: limit::current().unwrap_or_else(limit::global),
         _scope: PhantomData,
         _env: PhantomData,
@@ -116,12 +124,15 @@ where
 
 /// A scope to spawn borrowing branches in; see [`scope`].
 pub struct Scope<'scope, 'env: 'scope> {
-    /// Every spawned branch, to claim or wait for at the end. `finish` empties it; the
-    /// `ManuallyDrop` keeps the borrow checker from assuming a drop that could touch 'scope data
-    /// after the scope's locals are gone (there is none: the vector is always empty by then).
+    /// Branches spawned and not yet taken by `finish`, to claim or wait for at the end. Empty
+    /// when the scope ends; the `ManuallyDrop` keeps the borrow checker from assuming a drop that
+    /// could touch 'scope data after the scope's locals are gone.
     branches: ManuallyDrop<Mutex<Vec<Arc<dyn Claim + 'scope>>>>,
-    runtime: Option<Handle>,
-    limit: &'static limit::Limit,
+    /// Unfinished branches, shared with their pool tasks (`'static`: a pool task lowers the
+    /// count as its very last step, when the scope may already be gone).
+    pending: Arc<Pending>,
+    pool: Option<Pool>,
+    limit: &'static Limit,
     // Invariant lifetimes, as in `std::thread::Scope`: a branch cannot outlive the scope.
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -130,73 +141,127 @@ pub struct Scope<'scope, 'env: 'scope> {
 impl<'scope> Scope<'scope, '_> {
     /// Starts `f` on the blocking pool if a slot of the current limit is free, or runs it right
     /// now on this thread if not. [`Branch::join`] gives its value.
+    ///
+    /// May be called from a running branch, also after the scope's closure returned: the scope
+    /// waits for that branch as for any other.
     pub fn spawn<F, T>(&'scope self, f: F) -> Branch<'scope, T>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
+        let slot = self.pool.as_ref().and_then(|_| self.limit.try_take());
+        let dispatched = slot.is_some();
         let packet = Arc::new(Packet {
-            ticket: Arc::new(Ticket::default()),
+            ticket: Arc::new(Ticket::new(slot)),
+            pending: self.pending.clone(),
             job: Mutex::new(Some(Box::new(f))),
             outcome: Mutex::new(None),
         });
-        lock(&self.branches).push(packet.clone());
-        match (&self.runtime, self.limit.try_take()) {
-            (Some(runtime), Some(slot)) => {
+        // Counted before anything can start or claim it; announced once `finish` can find it.
+        self.pending.add();
+        shim::lock(&self.branches).push(packet.clone());
+        self.pending.announce();
+        match &self.pool {
+            Some(pool) if dispatched => {
                 stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
-                dispatch(runtime, &packet, slot);
+                dispatch(pool, &packet);
             }
             _ => {
                 stats::INLINE.fetch_add(1, Ordering::Relaxed);
-                packet.claim_and_run();
+                packet.claim(true);
             }
         }
         Branch { packet }
     }
 
     /// Claims every branch no pool thread started (runs it if `run`, else drops it), waits for
-    /// the ones that did, and returns the payload of a panic no [`Branch::join`] re-raised.
+    /// the others -- also those spawned meanwhile by running branches -- and returns the payload
+    /// of a panic no [`Branch::join`] re-raised.
     fn finish(&self, run: bool) -> Option<Payload> {
-        let branches = mem::take(&mut *lock(&self.branches));
-        for branch in &branches {
-            if run {
-                branch.claim_and_run();
-            } else {
-                branch.claim_and_drop();
+        let mut ended = Vec::new();
+        let mut drop_panic = None;
+        loop {
+            let seen = self.pending.announced();
+            let batch = mem::take(&mut *shim::lock(&self.branches));
+            for branch in &batch {
+                if let Some(payload) = branch.claim(run) {
+                    drop_panic.get_or_insert(payload);
+                }
             }
-            branch.wait();
+            ended.extend(batch);
+            if self.pending.settle(seen) {
+                break;
+            }
         }
-        branches.iter().find_map(|branch| branch.take_panic())
+        // Every branch has finished: nothing touches borrowed data any more.
+        let unjoined = ended.iter().find_map(|branch| branch.take_panic());
+        // Values nobody joined drop here; a destructor that panics is re-raised like a branch's.
+        let value_drop_panic = panic::catch_unwind(AssertUnwindSafe(|| drop(ended))).err();
+        unjoined.or(drop_panic).or(value_drop_panic)
     }
 }
 
-/// Sends a branch to the blocking pool. The pool task holds the branch's `'static` ticket and a
-/// lifetime-erased pointer to the branch, which it follows only after winning the ticket.
-fn dispatch<'scope, T: Send + 'scope>(
-    runtime: &Handle,
-    packet: &Arc<Packet<'scope, T>>,
-    slot: Slot,
-) {
+/// Where dispatched branches run: tokio's blocking pool (in the loom models, loom threads).
+#[derive(Debug, Clone)]
+struct Pool {
+    #[cfg(not(blocking_first_loom))]
+    runtime: tokio::runtime::Handle,
+}
+
+impl Pool {
+    #[cfg(not(blocking_first_loom))]
+    fn current() -> Option<Pool> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(Pool { runtime })
+    }
+
+    #[cfg(not(blocking_first_loom))]
+    fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+        drop(self.runtime.spawn_blocking(task));
+    }
+
+    #[cfg(blocking_first_loom)]
+    fn current() -> Option<Pool> {
+        Some(Pool {})
+    }
+
+    #[cfg(blocking_first_loom)]
+    fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+        drop(loom::thread::spawn(task));
+    }
+}
+
+/// Sends a branch to the blocking pool. The pool task holds the branch's `'static` ticket and
+/// the scope's `'static` count, and a lifetime-erased pointer to the branch, which it follows
+/// only after winning the ticket.
+fn dispatch<'scope, T: Send + 'scope>(pool: &Pool, packet: &Arc<Packet<'scope, T>>) {
     let ticket = packet.ticket.clone();
+    let pending = packet.pending.clone();
     let runnable: *const (dyn Run + 'scope) = Arc::as_ptr(packet) as *const (dyn Run + 'scope);
     // SAFETY: only widens the trait object's lifetime bound; the pointer's layout is unchanged.
     // The pointer is followed only under the ticket protocol, in the pool task below.
     let runnable: *const (dyn Run + 'static) = unsafe { mem::transmute(runnable) };
     let target = PoolTarget(runnable);
-    drop(runtime.spawn_blocking(move || {
-        let _slot = limit::enter_context(slot);
+    pool.spawn(move || {
         let target = target;
-        if ticket.start_on_pool() {
-            // SAFETY: `start_on_pool` moved the ticket from queued to running, so the caller
-            // claimed nothing and `scope` is blocked in `finish` (or not there yet) until
-            // `finish` below: the packet, owned by the scope's branch list until then,
-            // is alive, and its borrows ('scope) are valid.
-            unsafe { (*target.0).run() };
-            ticket.finish();
-        }
-        // Unstarted (the caller claimed it, or the runtime discards this task): the pointer is
-        // dropped without being followed.
-    }));
+        let Some(slot) = ticket.start_on_pool() else {
+            // The caller claimed the branch (or the runtime discards this task): the pointer is
+            // dropped without being followed.
+            return;
+        };
+        let context = slot.map(limit::enter_context);
+        // SAFETY: `start_on_pool` moved the ticket from queued to running, so the caller claimed
+        // nothing, and the branch is counted unfinished in `pending` until `pending.finished()`
+        // below. `scope` does not return or unwind before that count is zero, and keeps the
+        // packet (in its branch list) alive until it returns: the pointee is alive and its
+        // borrows ('scope) are valid for the whole call.
+        unsafe { (*target.0).run() };
+        ticket.finish();
+        drop(context);
+        // The last step: from here on the scope may end, and this task touches only `'static`
+        // data (its ticket and the count, kept alive by its own `Arc`s).
+        pending.finished();
+    });
 }
 
 /// A branch pointer sent to the pool (raw pointers are not `Send` by default).
@@ -209,7 +274,7 @@ unsafe impl Send for PoolTarget {}
 impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
-            .field("branches", &lock(&self.branches).len())
+            .field("branches", &shim::lock(&self.branches).len())
             .field("limit", &self.limit.name())
             .finish()
     }
@@ -224,9 +289,9 @@ impl<T: Send> Branch<'_, T> {
     /// Waits for the branch and returns its value, running it here if the pool has not started
     /// it yet. Re-raises the branch's panic with its original payload.
     pub fn join(self) -> T {
-        self.packet.claim_and_run();
+        self.packet.claim(true);
         self.packet.ticket.wait();
-        let outcome = lock(&self.packet.outcome).take();
+        let outcome = shim::lock(&self.packet.outcome).take();
         match outcome.expect("a finished branch has an outcome") {
             Ok(value) => value,
             Err(payload) => panic::resume_unwind(payload),
@@ -240,64 +305,10 @@ impl<T> fmt::Debug for Branch<'_, T> {
     }
 }
 
-/// Who runs a branch: decided once, under the ticket's lock.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum TicketState {
-    #[default]
-    Queued,
-    /// A pool thread won the branch and is running it.
-    OnPool,
-    /// The caller won the branch (it runs it inline, or drops it).
-    Claimed,
-    /// The branch ran (or was dropped) and nobody touches it any more.
-    Finished,
-}
-
-/// The `'static` part of a branch, shared with its pool task.
-#[derive(Debug, Default)]
-struct Ticket {
-    state: Mutex<TicketState>,
-    finished: Condvar,
-}
-
-impl Ticket {
-    fn start_on_pool(&self) -> bool {
-        self.transition(TicketState::OnPool)
-    }
-
-    fn claim(&self) -> bool {
-        self.transition(TicketState::Claimed)
-    }
-
-    fn transition(&self, to: TicketState) -> bool {
-        let mut state = lock(&self.state);
-        let won = *state == TicketState::Queued;
-        if won {
-            *state = to;
-        }
-        won
-    }
-
-    fn finish(&self) {
-        *lock(&self.state) = TicketState::Finished;
-        self.finished.notify_all();
-    }
-
-    /// Blocks until the branch is finished.
-    fn wait(&self) {
-        let mut state = lock(&self.state);
-        while *state != TicketState::Finished {
-            state = self
-                .finished
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-/// One branch: its ticket, its job, its outcome.
+/// One branch: its ticket, the scope's count, its job, its outcome.
 struct Packet<'scope, T> {
     ticket: Arc<Ticket>,
+    pending: Arc<Pending>,
     job: Mutex<Option<Box<dyn FnOnce() -> T + Send + 'scope>>>,
     outcome: Mutex<Option<std::thread::Result<T>>>,
 }
@@ -309,49 +320,43 @@ trait Run: Send + Sync {
 
 impl<T: Send> Run for Packet<'_, T> {
     fn run(&self) {
-        let job = lock(&self.job).take();
+        let job = shim::lock(&self.job).take();
         if let Some(job) = job {
             let outcome = panic::catch_unwind(AssertUnwindSafe(job));
-            *lock(&self.outcome) = Some(outcome);
+            *shim::lock(&self.outcome) = Some(outcome);
         }
     }
 }
 
 /// What the scope needs of a branch at its end, whatever its value type.
 trait Claim: Send + Sync {
-    fn claim_and_run(&self);
-    fn claim_and_drop(&self);
-    fn wait(&self);
+    /// Takes the branch if no pool thread started it: runs it here (`run`) or drops it unrun.
+    /// Returns the panic of a destructor that ran while dropping it.
+    fn claim(&self, run: bool) -> Option<Payload>;
     fn take_panic(&self) -> Option<Payload>;
 }
 
 impl<T: Send> Claim for Packet<'_, T> {
-    fn claim_and_run(&self) {
-        if self.ticket.claim() {
+    fn claim(&self, run: bool) -> Option<Payload> {
+        if !self.ticket.claim() {
+            return None;
+        }
+        let drop_panic = if run {
             self.run();
-            self.ticket.finish();
-        }
-    }
-
-    fn claim_and_drop(&self) {
-        if self.ticket.claim() {
-            drop(lock(&self.job).take());
-            self.ticket.finish();
-        }
-    }
-
-    fn wait(&self) {
-        self.ticket.wait();
+            None
+        } else {
+            let job = shim::lock(&self.job).take();
+            panic::catch_unwind(AssertUnwindSafe(|| drop(job))).err()
+        };
+        self.ticket.finish();
+        self.pending.finished();
+        drop_panic
     }
 
     fn take_panic(&self) -> Option<Payload> {
-        match lock(&self.outcome).take() {
+        match shim::lock(&self.outcome).take() {
             Some(Err(payload)) => Some(payload),
             _ => None,
         }
     }
-}
-
-fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -1,0 +1,268 @@
+//! Regression tests for memory-safety and accounting bugs, each shaped like its reproduction and
+//! made observable without a crash: a flag the late code sets, a thread check in a destructor, a
+//! counter. Each failed before its fix.
+
+mod common;
+
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::task::Poll;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use blocking_first::limit::{CapacityErrorKind, Limit, MAX_CAPACITY};
+use blocking_first::{blocking_first, parallel};
+use common::*;
+use tokio::runtime::Builder;
+
+/// A branch may spawn into its own scope after the scope's closure returned; `scope` must still
+/// wait for that branch, which borrows the caller's locals.
+#[test]
+fn a_branch_spawned_from_a_branch_after_the_closure_returned_is_waited_for() {
+    multi_thread().block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let data: Vec<u64> = (1..=100).collect();
+            let closure_returned = AtomicBool::new(false);
+            let late_done = AtomicBool::new(false);
+            let sum = AtomicU64::new(0);
+            parallel::scope(|s| {
+                s.spawn(|| {
+                    wait_until(|| closure_returned.load(SeqCst));
+                    thread::sleep(Duration::from_millis(20));
+                    s.spawn(|| {
+                        thread::sleep(Duration::from_millis(200));
+                        sum.store(data.iter().sum(), SeqCst);
+                        late_done.store(true, SeqCst);
+                    });
+                });
+                closure_returned.store(true, SeqCst);
+            });
+            let waited = late_done.load(SeqCst);
+            if !waited {
+                // Keep the borrowed locals alive until the stray branch is done, so a regression
+                // fails this assertion instead of reading freed memory.
+                wait_until(|| late_done.load(SeqCst));
+            }
+            assert!(
+                waited,
+                "scope returned while a branch spawned from a branch still ran"
+            );
+            assert_eq!(sum.load(SeqCst), 5050);
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Panics when dropped.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a captured value panicked in its destructor");
+    }
+}
+
+/// After the caller panicked, unrun branches are dropped; a destructor that panics there must not
+/// make `scope` unwind while another branch still runs on borrowed data.
+#[test]
+fn a_panicking_destructor_of_an_unrun_branch_does_not_end_the_scope_early() {
+    let runtime = Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let local = vec![1u8; 64];
+            let slow_running = AtomicBool::new(false);
+            let slow_done = AtomicBool::new(false);
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                parallel::scope(|s| {
+                    // Takes the pool's other thread...
+                    s.spawn(|| {
+                        slow_running.store(true, SeqCst);
+                        thread::sleep(Duration::from_millis(100));
+                        assert_eq!(local.len(), 64);
+                        slow_done.store(true, SeqCst);
+                    });
+                    wait_until(|| slow_running.load(SeqCst));
+                    // ...so these stay queued, and are dropped unrun after the panic below.
+                    for _ in 0..16 {
+                        let bomb = PanicOnDrop;
+                        s.spawn(move || drop(bomb));
+                    }
+                    panic!("the caller panics");
+                })
+            }));
+            let waited = slow_done.load(SeqCst);
+            if !waited {
+                wait_until(|| slow_done.load(SeqCst));
+            }
+            assert!(waited, "scope unwound while a branch still ran");
+            let payload = outcome.expect_err("the scope re-raises the caller's panic");
+            assert_eq!(panic_message(&*payload), "the caller panics");
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Counts drops, and those that ran on a runtime worker.
+struct DropProbe {
+    on_worker: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        if is_worker() {
+            self.on_worker.fetch_add(1, SeqCst);
+        }
+        self.dropped.fetch_add(1, SeqCst);
+    }
+}
+
+#[blocking_first]
+async fn parks_forever(probe: DropProbe, parked: Arc<AtomicBool>) {
+    let _probe = probe;
+    parked.store(true, SeqCst);
+    std::future::pending::<()>().await;
+}
+
+/// A stretch that already ended (the body parked on a plain `.await`) but whose driver has not
+/// seen it yet: dropping the driver then must still drop the body off the workers.
+#[test]
+fn a_body_whose_stretch_ended_unseen_is_not_dropped_on_a_worker() {
+    multi_thread().block_on(async {
+        let on_worker = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        for round in 1..=20 {
+            let parked = Arc::new(AtomicBool::new(false));
+            let probe = DropProbe {
+                on_worker: on_worker.clone(),
+                dropped: dropped.clone(),
+            };
+            let mut body: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(parks_forever(probe, parked.clone()));
+            // Poll once: the body hops onto the pool and parks there on its `.await`.
+            std::future::poll_fn(|cx| {
+                assert!(body.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            while !parked.load(SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The stretch ends and hands the body back, unseen: this task does not poll it.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(body);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while dropped.load(SeqCst) < round {
+                assert!(Instant::now() < deadline, "body {round} never dropped");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert_eq!(dropped.load(SeqCst), 20);
+        assert_eq!(
+            on_worker.load(SeqCst),
+            0,
+            "bodies dropped on a runtime worker"
+        );
+    });
+}
+
+static RACY: Limit = Limit::new("racy", 1);
+
+#[blocking_first(limit = RACY)]
+async fn tick() {}
+
+#[blocking_first(limit = RACY)]
+async fn hold(now: Arc<AtomicUsize>, peak: Arc<AtomicUsize>) {
+    let current = now.fetch_add(1, SeqCst) + 1;
+    peak.fetch_max(current, SeqCst);
+    thread::sleep(Duration::from_millis(5));
+    now.fetch_sub(1, SeqCst);
+}
+
+/// `set_capacity` racing bodies that take slots must either fail or change the cap exactly; it
+/// must never leave an extra slot behind. Absurd capacities are refused before anything changes.
+#[test]
+fn set_capacity_racing_bodies_keeps_the_cap_exact_and_refuses_bad_values() {
+    multi_thread().block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tickers: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    while !stop.load(SeqCst) {
+                        tick().await;
+                    }
+                })
+            })
+            .collect();
+        let mut changed = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && changed < 20_000 {
+            if RACY.set_capacity(1).is_ok() {
+                changed += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        stop.store(true, SeqCst);
+        for ticker in tickers {
+            ticker.await.unwrap();
+        }
+        assert!(changed > 0, "set_capacity never found the limit idle");
+
+        let err = RACY.set_capacity(usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), CapacityErrorKind::TooLarge { max: MAX_CAPACITY });
+        assert!(err.to_string().contains("cannot have more than"), "{err}");
+        assert_eq!(RACY.capacity(), Some(1));
+
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let bodies: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(hold(now.clone(), peak.clone())))
+            .collect();
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            for body in bodies {
+                body.await.unwrap();
+            }
+        })
+        .await;
+        assert!(finished.is_ok(), "bodies waited forever for a slot");
+        assert_eq!(
+            peak.load(SeqCst),
+            1,
+            "bodies ran side by side under a cap of 1"
+        );
+    });
+}
+
+static BRANCHY: Limit = Limit::new("branchy", 4);
+
+#[blocking_first(limit = BRANCHY)]
+async fn slots_in_use_after_a_claimed_branch() -> (usize, usize) {
+    // With one blocking thread the first branch's pool task cannot start, so the caller takes the
+    // branch back and runs it itself.
+    let (a, b) = parallel! { 1, 2 };
+    (a + b, BRANCHY.stats().in_use)
+}
+
+/// A branch the caller ran itself gives back the slot its queued pool task was sent with.
+#[test]
+fn a_claimed_branch_gives_its_slot_back_at_once() {
+    for runtime in with_one_blocking_thread() {
+        runtime.block_on(async {
+            assert_eq!(
+                slots_in_use_after_a_claimed_branch().await,
+                (3, 1),
+                "only the body's own slot is in use after its parallel! region"
+            );
+        });
+    }
+}
