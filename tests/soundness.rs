@@ -78,7 +78,7 @@ fn a_panicking_destructor_of_an_unrun_branch_does_not_end_the_scope_early() {
         .unwrap();
     runtime.block_on(async {
         tokio::task::spawn_blocking(|| {
-            let local = vec![1u8; 64];
+            let local: Vec<u8> = std::iter::repeat_n(1, 64).collect(); // on the heap, for ASan
             let slow_running = AtomicBool::new(false);
             let slow_done = AtomicBool::new(false);
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -220,7 +220,10 @@ fn set_capacity_racing_bodies_keeps_the_cap_exact_and_refuses_bad_values() {
         assert!(changed > 0, "set_capacity never found the limit idle");
 
         let err = RACY.set_capacity(usize::MAX).unwrap_err();
-        assert_eq!(err.kind(), CapacityErrorKind::TooLarge { max: MAX_CAPACITY });
+        assert_eq!(
+            err.kind(),
+            CapacityErrorKind::TooLarge { max: MAX_CAPACITY }
+        );
         assert!(err.to_string().contains("cannot have more than"), "{err}");
         assert_eq!(RACY.capacity(), Some(1));
 

@@ -130,7 +130,8 @@ impl<T: Send + 'static> Future for Drive<T> {
                     Poll::Ready(Ok(Hop::Done(value))) => return Poll::Ready(value),
                     Poll::Ready(Ok(Hop::Back)) => {
                         let body = this.handoff.take();
-                        this.state = State::Held(body.expect("a stretch that hands back leaves the body"));
+                        this.state =
+                            State::Held(body.expect("a stretch that hands back leaves the body"));
                     }
                     Poll::Ready(Ok(Hop::Dropped)) => {
                         unreachable!("a body is only dropped after its driver is")
@@ -158,7 +159,7 @@ impl<T: Send + 'static> Future for Drive<T> {
                     if !this.shared.io.load(Ordering::Acquire) {
                         this.state = match this.limit.try_take() {
                             Some(slot) => this.hop(body, slot),
-                            None => State::Taking(body, this.limit.take()),
+                            None => State::Taking(body, this.limit.take(this.started)),
                         };
                         continue;
                     }

@@ -19,6 +19,7 @@ mod span;
 mod stats;
 mod sync;
 mod ticket;
+mod watchdog;
 
 pub use driver::{Drive, drive};
 pub use mode::{EnterIo, LeaveIo, Mode};

@@ -23,12 +23,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::stats;
+use crate::watchdog::{self, Stall};
 
 static GLOBAL: Limit = Limit::unbounded("global");
 
@@ -67,6 +69,13 @@ pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
 /// `io!` or on an `.await`. So whatever it holds across a region (a pooled connection) is *not*
 /// covered by the slot: give connections back before `io!` and take a new one after it, or the
 /// bodies that took the freed slots can wait for connections that only come back after them.
+/// With `blocking_first::pool::Pool` (feature `r2d2`) that mistake does not compile. With a raw
+/// pool it is detected: when every slot of a capped limit has been held for at least a second and 20 of its
+/// usual stretches without one given back, while bodies wait to come back from `io!` or an
+/// `.await`, a `WARN` event at target `blocking_first::starvation` names the limit and says what
+/// to do (at most once per limit every 30 s; counted in [`Stats::starvation_warnings`]).
+///
+/// [`Stats::starvation_warnings`]: crate::Stats::starvation_warnings
 pub struct Limit {
     name: &'static str,
     /// Holds `capacity` permits (`UNBOUNDED` when there is no cap): every slot is a permit, so
@@ -82,6 +91,15 @@ pub struct Limit {
     in_use: AtomicUsize,
     peak: AtomicUsize,
     waiting: AtomicUsize,
+    /// Bodies that already ran some blocking code waiting for a slot to come back.
+    returning: AtomicUsize,
+    /// When a slot was last given back, and an average stretch (nanoseconds, see
+    /// `watchdog::now_nanos`): what the starvation detector compares.
+    last_release: AtomicU64,
+    usual_stretch: AtomicU64,
+    /// When the detector last warned about this limit (`u64::MAX`: never).
+    warned_at: AtomicU64,
+    watched: AtomicBool,
 }
 
 impl Limit {
@@ -113,6 +131,11 @@ impl Limit {
             in_use: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            returning: AtomicUsize::new(0),
+            last_release: AtomicU64::new(0),
+            usual_stretch: AtomicU64::new(0),
+            warned_at: AtomicU64::new(u64::MAX),
+            watched: AtomicBool::new(false),
         }
     }
 
@@ -201,11 +224,22 @@ impl Limit {
     }
 
     /// Waits for a slot, holding no thread. Boxed because it is stored in the driver's state.
-    pub(crate) fn take(&'static self) -> Pin<Box<dyn Future<Output = Slot> + Send>> {
+    ///
+    /// `returning`: the body already ran blocking code (it comes back from `io!` or an
+    /// `.await`), which the starvation detector watches for.
+    pub(crate) fn take(
+        &'static self,
+        returning: bool,
+    ) -> Pin<Box<dyn Future<Output = Slot> + Send>> {
         Box::pin(async move {
             self.waiting.fetch_add(1, Ordering::AcqRel);
             stats::WAITING.fetch_add(1, Ordering::Relaxed);
             let _waiting = Waiting(self);
+            let _returning = (returning && self.capacity().is_some()).then(|| {
+                self.returning.fetch_add(1, Ordering::AcqRel);
+                watchdog::watch(self);
+                Returning(self)
+            });
             // The semaphore is never closed, so `acquire` only fails if that invariant breaks.
             let permit = self
                 .semaphore
@@ -213,6 +247,45 @@ impl Limit {
                 .await
                 .expect("limit semaphore closed");
             Slot::new(self, permit)
+        })
+    }
+
+    pub(crate) fn watch_flag(&self) -> &AtomicBool {
+        &self.watched
+    }
+
+    pub(crate) fn returning_waiters(&self) -> usize {
+        self.returning.load(Ordering::Acquire)
+    }
+
+    /// What the starvation detector sees at `now`, if it should report it (and, if so, records
+    /// the report, so the next one waits for `WARN_INTERVAL`).
+    pub(crate) fn starvation(&'static self, now: u64) -> Option<Stall> {
+        let capacity = self.capacity()?;
+        let waiting = self.returning.load(Ordering::Acquire);
+        if waiting == 0 || self.in_use.load(Ordering::Acquire) < capacity {
+            return None;
+        }
+        let stalled =
+            Duration::from_nanos(now.saturating_sub(self.last_release.load(Ordering::Acquire)));
+        let usual = Duration::from_nanos(self.usual_stretch.load(Ordering::Relaxed));
+        if !watchdog::is_stall(stalled, usual) {
+            return None;
+        }
+        let warned = self.warned_at.load(Ordering::Acquire);
+        let interval = u64::try_from(watchdog::WARN_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        if warned != u64::MAX && now.saturating_sub(warned) < interval {
+            return None;
+        }
+        self.warned_at
+            .compare_exchange(warned, now, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some(Stall {
+            limit: self.name,
+            capacity,
+            stalled,
+            usual,
+            waiting,
         })
     }
 }
@@ -230,6 +303,14 @@ impl fmt::Debug for Limit {
 
 struct Waiting(&'static Limit);
 
+struct Returning(&'static Limit);
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        self.0.returning.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -241,6 +322,8 @@ impl Drop for Waiting {
 #[derive(Debug)]
 pub(crate) struct Slot {
     limit: &'static Limit,
+    /// When it was taken (`watchdog::now_nanos`).
+    taken_at: u64,
     _permit: SemaphorePermit<'static>,
 }
 
@@ -250,6 +333,7 @@ impl Slot {
         limit.peak.fetch_max(now, Ordering::AcqRel);
         Slot {
             limit,
+            taken_at: watchdog::now_nanos(),
             _permit: permit,
         }
     }
@@ -264,6 +348,18 @@ impl Drop for Slot {
         // Decrement before the permit is released (fields drop after this), so `in_use` never
         // shows more than the capacity.
         self.limit.in_use.fetch_sub(1, Ordering::AcqRel);
+        // The detector's inputs: a moving average of stretches (1/8 weight; races between
+        // slots only blur it), and when a slot was last given back.
+        let now = watchdog::now_nanos();
+        let held = now.saturating_sub(self.taken_at);
+        let usual = self.limit.usual_stretch.load(Ordering::Relaxed);
+        let next = if held >= usual {
+            usual + (held - usual) / 8
+        } else {
+            usual - (usual - held) / 8
+        };
+        self.limit.usual_stretch.store(next, Ordering::Relaxed);
+        self.limit.last_release.store(now, Ordering::Release);
     }
 }
 

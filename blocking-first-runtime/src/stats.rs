@@ -16,6 +16,7 @@ pub(crate) static PEAK_IN_BLOCKING: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static WAITING: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static DISPATCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
+pub(crate) static STARVATION_WARNINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the process-wide counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub struct Stats {
     /// instead. The last branch of `parallel!` and `parallel::map`, which always runs on the
     /// caller's thread, is in neither count.
     pub parallel_inline: u64,
+    /// Warnings of the starvation detector so far: a capped limit whose every slot was held far
+    /// longer than usual while bodies waited to come back from `io!` or an `.await` (see
+    /// [`Limit`](crate::limit::Limit)).
+    pub starvation_warnings: u64,
 }
 
 /// Reads the process-wide counters.
@@ -47,6 +52,7 @@ pub fn stats() -> Stats {
         waiting_for_slot: WAITING.load(Ordering::Relaxed),
         parallel_dispatched: DISPATCHED.load(Ordering::Relaxed),
         parallel_inline: INLINE.load(Ordering::Relaxed),
+        starvation_warnings: STARVATION_WARNINGS.load(Ordering::Relaxed),
     }
 }
 

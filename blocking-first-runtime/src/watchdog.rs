@@ -1,0 +1,153 @@
+//! The starvation detector: a limit whose every slot has been held far longer than its usual
+//! stretch while bodies wait to come back from `io!` or an `.await`.
+//!
+//! That is the signature of a resource kept across a region (a raw pool's connection held across
+//! `io!`): the bodies waiting in the region hold every connection, the bodies that took their
+//! slots block waiting for one, and the first bodies cannot get a slot to come back. Nothing
+//! here can break the cycle without giving up the cap, so it is reported, loudly and early.
+//!
+//! One thread watches, and only while some body that already started waits for a slot of a
+//! capped limit; it ends a second after the last such wait.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::limit::Limit;
+
+/// How often the watching thread looks.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// The watching thread ends after this long with no started body waiting for a slot.
+const IDLE_EXIT: Duration = Duration::from_secs(1);
+/// No slot given back for at least this long (and for 20 usual stretches) is starvation.
+pub(crate) const MIN_STALL: Duration = Duration::from_secs(1);
+/// How many usual stretches without a slot given back count as starvation.
+const STALL_STRETCHES: u64 = 20;
+/// At most one warning per limit per this interval.
+pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(30);
+
+static WATCHED: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Nanoseconds since the first call: how the limits store instants in atomics.
+pub(crate) fn now_nanos() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Starts watching `limit` (a body that already started waits for one of its slots).
+pub(crate) fn watch(limit: &'static Limit) {
+    if !limit.watch_flag().swap(true, Ordering::AcqRel) {
+        lock_watched().push(limit);
+    }
+    if !RUNNING.swap(true, Ordering::AcqRel) {
+        let spawned = thread::Builder::new()
+            .name("blocking-first-watchdog".into())
+            .spawn(run);
+        if spawned.is_err() {
+            // No thread to watch with: try again at the next wait.
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn lock_watched() -> std::sync::MutexGuard<'static, Vec<&'static Limit>> {
+    WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run() {
+    let mut idle = Duration::ZERO;
+    loop {
+        thread::sleep(CHECK_EVERY);
+        let limits = lock_watched().clone();
+        let now = now_nanos();
+        let mut anyone_waiting = false;
+        for limit in limits {
+            anyone_waiting |= limit.returning_waiters() > 0;
+            if let Some(stall) = limit.starvation(now) {
+                report(&stall);
+            }
+        }
+        idle = if anyone_waiting {
+            Duration::ZERO
+        } else {
+            idle + CHECK_EVERY
+        };
+        if idle >= IDLE_EXIT {
+            RUNNING.store(false, Ordering::Release);
+            // A wait that began just now saw the thread running and started none: stay (unless
+            // a new thread took over already).
+            let waiting = lock_watched().iter().any(|l| l.returning_waiters() > 0);
+            if !waiting || RUNNING.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            idle = Duration::ZERO;
+        }
+    }
+}
+
+/// What the detector saw on one limit.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    pub(crate) limit: &'static str,
+    pub(crate) capacity: usize,
+    pub(crate) stalled: Duration,
+    pub(crate) usual: Duration,
+    pub(crate) waiting: usize,
+}
+
+/// Whether `stalled` without a slot given back is starvation for a limit whose stretches usually
+/// take `usual`.
+pub(crate) fn is_stall(stalled: Duration, usual: Duration) -> bool {
+    let usual_nanos = u64::try_from(usual.as_nanos()).unwrap_or(u64::MAX);
+    let relative = Duration::from_nanos(usual_nanos.saturating_mul(STALL_STRETCHES));
+    stalled >= MIN_STALL.max(relative)
+}
+
+fn report(stall: &Stall) {
+    let Stall {
+        limit,
+        capacity,
+        stalled,
+        usual,
+        waiting,
+    } = stall;
+    let message = format!(
+        "limit `{limit}` looks starved: all {capacity} of its slots have been held for \
+         {stalled:.1?} without one given back (a stretch of blocking code usually takes \
+         {usual:.1?}), while {waiting} bodies wait for a slot to come back from `io!` or an \
+         `.await`. A body probably keeps a pooled connection (or another resource the others \
+         need) across `io!` or `.await`, and the bodies that took its slot now wait for that \
+         resource. Give connections back before `io!`/`.await` and take a new one after, or \
+         use `blocking_first::pool::Pool`, whose connections cannot be held across them."
+    );
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        target: "blocking_first::starvation",
+        limit = *limit,
+        capacity = *capacity,
+        stalled_ms = u64::try_from(stalled.as_millis()).unwrap_or(u64::MAX),
+        waiting = *waiting,
+        "{message}"
+    );
+    #[cfg(not(feature = "tracing"))]
+    eprintln!("WARN blocking_first::starvation: {message}");
+    crate::stats::STARVATION_WARNINGS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_long_in_absolute_terms_and_against_the_usual_stretch() {
+        let ms = Duration::from_millis;
+        assert!(!is_stall(ms(999), ms(1)));
+        assert!(is_stall(ms(1000), ms(1)));
+        assert!(is_stall(ms(1000), ms(50)));
+        assert!(!is_stall(ms(1999), ms(100)), "20 usual stretches of 100 ms");
+        assert!(is_stall(ms(2000), ms(100)));
+    }
+}
