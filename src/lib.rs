@@ -14,6 +14,9 @@
 pub use blocking_first_macros::blocking_first;
 
 pub use blocking_first_runtime::limit;
+// `pool` (feature `r2d2`), present whenever the runtime has it; without it, nothing to import.
+#[allow(unused_imports)]
+pub use blocking_first_runtime::integrations::*;
 pub use blocking_first_runtime::parallel;
 pub use blocking_first_runtime::{Drive, EnterIo, LeaveIo, Mode, Stats, drive, reset_peak, stats};
 

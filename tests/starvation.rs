@@ -156,6 +156,7 @@ async fn a_raw_pool_connection_held_across_io_is_reported_within_seconds() {
         "warned only after {warned:?}"
     );
     let line = warned_about(HELD.name()).unwrap();
+    eprintln!("{line}");
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("blocking_first::pool::Pool"), "{line}");
     // The stall itself is real: the blocked `get`s time out.

@@ -10,6 +10,10 @@
 pub mod __private;
 mod driver;
 mod handoff;
+/// Integrations with other crates, each behind the feature of that crate's name; re-exported at
+/// the root of `blocking-first` (`blocking_first::pool`).
+#[doc(hidden)]
+pub mod integrations;
 pub mod limit;
 #[cfg(all(test, blocking_first_loom))]
 mod loom;

@@ -6,7 +6,7 @@
 //! already on a blocking thread. `parallel! { a, b }` expands to it; [`map`] is the dynamic form.
 //!
 //! Each branch dispatched to the pool takes a slot of the current body's
-//! [`Limit`](crate::limit::Limit); when none is free, the branch runs right away on the caller's
+//! [`Limit`]; when none is free, the branch runs right away on the caller's
 //! thread instead. So a `parallel!` never takes the body above its cap and never deadlocks on a
 //! saturated pool: a branch the pool has not started yet when the caller needs it is taken back
 //! and run by the caller.

@@ -55,12 +55,14 @@ pub struct App {
 
 /// Opens the database, then serves on `config.listen` until [`Running::stop`].
 pub async fn start(config: Config) -> Result<Running, BoxError> {
-    // The cap can only change while nothing uses it: here, before the first request.
+    // The cap can only change while nothing uses it and no pool is sized by it: here, before
+    // the first request and before the pool. (Services in one process share the cap: they
+    // start with the same one, or this fails saying why.)
     if DB.capacity() != Some(config.cap) {
         DB.set_capacity(config.cap)?;
     }
     let path = config.db_path.clone();
-    let pool = tokio::task::spawn_blocking(move || db::open(&path, config.cap)).await??;
+    let pool = tokio::task::spawn_blocking(move || db::open(&path)).await??;
     let app = App {
         db: pool,
         previews: PreviewClient::new(&config.upstream, config.upstream_timeout)?,
@@ -282,14 +284,13 @@ async fn upload_attachment(
              and does not start with '.'",
         ));
     }
-    // Fail before receiving a body that would be thrown away.
-    let conn = app.db.get()?;
-    if !db::note_exists(&conn, id)? {
+    // Fail before receiving a body that would be thrown away. The connection goes back at the
+    // end of the condition: the upload may take a while to arrive.
+    if !db::note_exists(&*app.db.get()?, id)? {
         return Err(ApiError::note_not_found(id));
     }
-    // Give the connection back: the upload may take a while to arrive.
-    drop(conn);
-    // An async helper awaited from blocking code: the upload streams in holding no thread.
+    // An async helper awaited from blocking code: the upload streams in holding no thread,
+    // slot or connection.
     let content = read_upload(body, app.max_upload_bytes).await?;
     let mut conn = app.db.get()?;
     if !db::store_attachment(&mut conn, id, &name, &content)? {
@@ -366,7 +367,8 @@ pub struct Dashboard {
 async fn dashboard(State(app): State<App>) -> Result<Json<Dashboard>, ApiError> {
     let started = Instant::now();
     // Each branch takes its own connection (`&*` borrows the SQLite connection inside the
-    // pooled one) and gives it back when the branch ends; a `?` leaves only its branch.
+    // pooled one) and gives it back when the branch ends; a `?` leaves only its branch. (A
+    // connection taken before `parallel!` could not be used in a branch: it stays on its thread.)
     let (totals, top_tags, recent) = parallel! {
         db::totals(&*app.db.get()?),
         db::top_tags(&*app.db.get()?, 5),

@@ -1,9 +1,10 @@
-//! The notes database: SQLite behind an r2d2 pool, and every query the handlers run.
+//! The notes database: SQLite behind a `blocking_first::pool::Pool`, and every query the
+//! handlers run.
 //!
 //! Everything here is plain blocking code. The handlers call it from the blocking parts of their
 //! bodies, take a connection just for the statements that need it and give it back before any
-//! `io!` or `.await`: the pool has as many connections as the [`DB`] cap has slots, so no body
-//! ever waits for a connection.
+//! `io!` or `.await` (holding one across them does not compile). The pool has as many
+//! connections as the [`DB`] cap has slots, so no body ever waits for a connection.
 
 use std::fmt;
 use std::path::Path;
@@ -15,11 +16,12 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde::{Deserialize, Serialize};
 
 /// The cap on database work: at most this many bodies (and `parallel!` branches) in blocking
-/// code at once, and as many pooled connections. `--cap` changes it at start-up.
+/// code at once, and as many pooled connections. `--cap` changes it at start-up, before the pool
+/// is built.
 pub static DB: Limit = Limit::new("db", 4);
 
-/// The connection pool.
-pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+/// The connection pool, sized by [`DB`].
+pub type Pool = blocking_first::pool::Pool<SqliteConnectionManager>;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS notes (
@@ -133,10 +135,9 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
-/// Opens (creating if needed) the database at `path` with a pool of `size` connections, creates
-/// the schema and, if there are no notes yet, a few to start with.
-pub fn open(path: &Path, size: usize) -> Result<Pool, DbError> {
-    let size = u32::try_from(size).unwrap_or(u32::MAX);
+/// Opens (creating if needed) the database at `path` with a pool of as many connections as the
+/// [`DB`] cap has slots, creates the schema and, if there are no notes yet, a few to start with.
+pub fn open(path: &Path) -> Result<Pool, Box<dyn std::error::Error + Send + Sync>> {
     let manager = SqliteConnectionManager::file(path).with_init(|conn| {
         // WAL lets readers run beside a writer; the busy timeout makes writers queue up
         // instead of failing when another connection holds the write lock.
@@ -147,14 +148,14 @@ pub fn open(path: &Path, size: usize) -> Result<Pool, DbError> {
              PRAGMA busy_timeout = 5000;",
         )
     });
-    let pool = r2d2::Pool::builder()
-        .max_size(size)
+    let settings = r2d2::Pool::builder()
         .min_idle(Some(0))
-        .connection_timeout(Duration::from_secs(5))
-        .build(manager)?;
+        .connection_timeout(Duration::from_secs(5));
+    let pool = Pool::with_builder(&DB, settings, manager)?;
     let mut conn = pool.get()?;
     conn.execute_batch(SCHEMA)?;
     seed(&mut conn)?;
+    drop(conn);
     Ok(pool)
 }
 

@@ -1,0 +1,19 @@
+// A pooled connection taken before `parallel!` and used in a branch: a branch may run on another
+// thread, so it cannot use the caller's connection. Each branch takes its own.
+use blocking_first::blocking_first;
+use blocking_first::limit::Limit;
+use blocking_first::pool::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+
+static DB: Limit = Limit::new("db", 4);
+
+#[blocking_first(limit = DB)]
+async fn counts(db: Pool<SqliteConnectionManager>) -> (i64, i64) {
+    let conn = db.get().unwrap();
+    parallel! {
+        conn.query_row("select count(*) from a", [], |row| row.get(0)).unwrap(),
+        db.get().unwrap().query_row("select count(*) from b", [], |row| row.get(0)).unwrap(),
+    }
+}
+
+fn main() {}
