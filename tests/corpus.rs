@@ -786,3 +786,21 @@ async fn the_corpus_runs_on_a_current_thread_runtime_too() {
     let Json(found) = counts(State(app), "notes".into()).await.unwrap();
     assert_eq!(found.users, 3);
 }
+
+/// 16. Locals named `io` and `parallel` used in other macros' arguments: `io != 0` is a
+/// comparison, not a region (regression: it was rejected as "`io!` inside the arguments of
+/// `assert!` cannot be rewritten").
+#[blocking_first]
+async fn locals_named_like_regions(io: u32, parallel: u32) -> String {
+    assert!(io != 0);
+    assert!(parallel != io, "{} {}", io, parallel);
+    debug_assert!(io != parallel);
+    let waited = io! { double_signed(1).await };
+    assert_blocking_thread();
+    format!("{io} {parallel} {waited}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locals_named_io_and_parallel_are_not_regions() {
+    assert_eq!(locals_named_like_regions(1, 2).await, "1 2 2");
+}

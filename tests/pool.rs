@@ -160,6 +160,10 @@ async fn four_times_the_cap_of_requests_across_io_all_succeed_within_the_cap_and
     .await
     .unwrap_or_else(|_| panic!("not all requests answered within 2 s: the pool stalled"));
     let took = started.elapsed();
+    eprintln!(
+        "{} requests with a pool::Pool and a 250 ms io! region: {took:.2?}",
+        answers.len()
+    );
 
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::OK, "{body}");

@@ -4,7 +4,7 @@
 
 use std::mem;
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Spacing, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
@@ -431,12 +431,18 @@ pub(crate) fn macro_span(mac: &Macro) -> Span {
 /// An error for `io!` / `parallel!` written inside another macro's arguments, which the attribute
 /// cannot rewrite (it cannot know how that macro uses its tokens).
 fn hidden_region(outer: &Macro) -> Option<Expr> {
+    /// A region is `io` or `parallel`, a lone `!` (not the `!` of `!=`), and a delimited group:
+    /// `assert!(io != 0)` names a local, not a region.
     fn find(tokens: TokenStream) -> Option<(Span, String)> {
-        let mut trees = tokens.into_iter().peekable();
-        while let Some(tree) = trees.next() {
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, tree) in trees.iter().enumerate() {
             match tree {
                 TokenTree::Ident(ident) if ident == "io" || ident == "parallel" => {
-                    if matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '!') {
+                    let bang = matches!(
+                        trees.get(i + 1),
+                        Some(TokenTree::Punct(p)) if p.as_char() == '!' && p.spacing() == Spacing::Alone
+                    );
+                    if bang && matches!(trees.get(i + 2), Some(TokenTree::Group(_))) {
                         return Some((ident.span(), ident.to_string()));
                     }
                 }
