@@ -269,3 +269,92 @@ fn a_claimed_branch_gives_its_slot_back_at_once() {
         });
     }
 }
+
+/// A value nobody joined whose destructor spawns into the scope (it may hold the scope: a
+/// `&Scope` is `Send`): that branch borrows the caller's locals too, so `scope` waits for it.
+#[test]
+fn a_branch_spawned_by_an_unjoined_values_destructor_is_waited_for() {
+    struct SpawnsOnDrop<'scope, 'env> {
+        scope: &'scope parallel::Scope<'scope, 'env>,
+        data: &'scope String,
+        done: &'scope AtomicBool,
+    }
+    impl Drop for SpawnsOnDrop<'_, '_> {
+        fn drop(&mut self) {
+            let (data, done) = (self.data, self.done);
+            self.scope.spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                assert_eq!(data, "borrowed");
+                done.store(true, SeqCst);
+            });
+        }
+    }
+    multi_thread().block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let data = String::from("borrowed");
+            let done = AtomicBool::new(false);
+            parallel::scope(|s| {
+                let (data, done) = (&data, &done);
+                drop(s.spawn(move || SpawnsOnDrop {
+                    scope: s,
+                    data,
+                    done,
+                }));
+            });
+            let waited = done.load(SeqCst);
+            if !waited {
+                wait_until(|| done.load(SeqCst));
+            }
+            assert!(
+                waited,
+                "scope returned before a destructor's branch finished"
+            );
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// A branch's branch that panics, finished before the scope looks again, is still re-raised.
+#[test]
+fn a_panic_in_a_branch_spawned_by_a_branch_is_never_lost() {
+    multi_thread().block_on(async {
+        tokio::task::spawn_blocking(|| {
+            for round in 0..500 {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                    parallel::scope(|s| {
+                        s.spawn(|| {
+                            s.spawn(|| -> () { panic!("the inner branch panics") });
+                        });
+                    })
+                }));
+                let payload = outcome.expect_err(&format!("round {round}: the panic was lost"));
+                assert_eq!(panic_message(&*payload), "the inner branch panics");
+            }
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Two unjoined values whose destructors panic: one panic is re-raised, the process survives.
+#[test]
+fn two_panicking_destructors_of_unjoined_values_do_not_abort() {
+    multi_thread().block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                parallel::scope(|s| {
+                    drop(s.spawn(|| PanicOnDrop));
+                    drop(s.spawn(|| PanicOnDrop));
+                })
+            }));
+            let payload = outcome.expect_err("a destructor's panic is re-raised");
+            assert_eq!(
+                panic_message(&*payload),
+                "a captured value panicked in its destructor"
+            );
+        })
+        .await
+        .unwrap();
+    });
+}

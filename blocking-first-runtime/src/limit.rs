@@ -236,7 +236,7 @@ impl Limit {
             stats::WAITING.fetch_add(1, Ordering::Relaxed);
             let _waiting = Waiting(self);
             let _returning = (returning && self.capacity().is_some()).then(|| {
-                self.returning.fetch_add(1, Ordering::AcqRel);
+                self.returning.fetch_add(1, Ordering::SeqCst);
                 watchdog::watch(self);
                 Returning(self)
             });
@@ -255,7 +255,7 @@ impl Limit {
     }
 
     pub(crate) fn returning_waiters(&self) -> usize {
-        self.returning.load(Ordering::Acquire)
+        self.returning.load(Ordering::SeqCst)
     }
 
     /// What the starvation detector sees at `now`, if it should report it (and, if so, records

@@ -179,7 +179,7 @@ impl<'scope> Scope<'scope, '_> {
     /// of a panic no [`Branch::join`] re-raised.
     fn finish(&self, run: bool) -> Option<Payload> {
         let mut ended = Vec::new();
-        let mut drop_panic = None;
+        let (mut unjoined, mut drop_panic) = (None, None);
         loop {
             let seen = self.pending.announced();
             let batch = mem::take(&mut *shim::lock(&self.branches));
@@ -189,15 +189,25 @@ impl<'scope> Scope<'scope, '_> {
                 }
             }
             ended.extend(batch);
-            if self.pending.settle(seen) {
+            if !self.pending.settle(seen) {
+                continue;
+            }
+            // Every branch announced so far has finished: nothing touches borrowed data now.
+            if unjoined.is_none() {
+                unjoined = ended.iter().find_map(|branch| branch.take_panic());
+            }
+            // Values nobody joined drop here, one at a time so that two panicking destructors do
+            // not abort. A destructor may hold the scope and spawn into it: then go round again.
+            for branch in ended.drain(..) {
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| drop(branch))) {
+                    drop_panic.get_or_insert(payload);
+                }
+            }
+            if self.pending.announced() == seen {
                 break;
             }
         }
-        // Every branch has finished: nothing touches borrowed data any more.
-        let unjoined = ended.iter().find_map(|branch| branch.take_panic());
-        // Values nobody joined drop here; a destructor that panics is re-raised like a branch's.
-        let value_drop_panic = panic::catch_unwind(AssertUnwindSafe(|| drop(ended))).err();
-        unjoined.or(drop_panic).or(value_drop_panic)
+        unjoined.or(drop_panic)
     }
 }
 
@@ -346,7 +356,13 @@ impl<T: Send> Claim for Packet<'_, T> {
             None
         } else {
             let job = shim::lock(&self.job).take();
-            panic::catch_unwind(AssertUnwindSafe(|| drop(job))).err()
+            let drop_panic = panic::catch_unwind(AssertUnwindSafe(|| drop(job))).err();
+            // A `join` from a branch still running gets a clear panic, not a missing outcome.
+            let dropped: Payload = Box::new(
+                "blocking-first: this branch was dropped unrun because the scope's closure panicked",
+            );
+            *shim::lock(&self.outcome) = Some(Err(dropped));
+            drop_panic
         };
         self.ticket.finish();
         self.pending.finished();
@@ -354,9 +370,14 @@ impl<T: Send> Claim for Packet<'_, T> {
     }
 
     fn take_panic(&self) -> Option<Payload> {
-        match shim::lock(&self.outcome).take() {
+        // Leaves a value in place: it is dropped with the packet, under `catch_unwind`.
+        let mut outcome = shim::lock(&self.outcome);
+        match outcome.take() {
             Some(Err(payload)) => Some(payload),
-            _ => None,
+            other => {
+                *outcome = other;
+                None
+            }
         }
     }
 }

@@ -132,16 +132,18 @@ impl Pending {
         sync::lock(&self.counts).announced
     }
 
-    /// Waits until no branch is unfinished (`true`), or until branches were announced after
-    /// `seen` (`false`: take the list again, they may need claiming).
+    /// Waits until branches were announced after `seen` (`false`: take the list again), or,
+    /// failing that, until no branch is unfinished (`true`).
     pub(crate) fn settle(&self, seen: usize) -> bool {
         let mut counts = sync::lock(&self.counts);
         loop {
-            if counts.unfinished == 0 {
-                return true;
-            }
+            // New branches first: even if they finished already, the scope must take them
+            // (their panics and values are its to re-raise and drop).
             if counts.announced != seen {
                 return false;
+            }
+            if counts.unfinished == 0 {
+                return true;
             }
             counts = sync::wait(&self.changed, counts);
         }

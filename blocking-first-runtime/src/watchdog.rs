@@ -42,13 +42,15 @@ pub(crate) fn watch(limit: &'static Limit) {
     if !limit.watch_flag().swap(true, Ordering::AcqRel) {
         lock_watched().push(limit);
     }
-    if !RUNNING.swap(true, Ordering::AcqRel) {
+    // SeqCst here, at the exit below and on `returning`: a single order in which either this
+    // swap sees the thread gone (and starts one), or the exiting thread sees this waiter.
+    if !RUNNING.swap(true, Ordering::SeqCst) {
         let spawned = thread::Builder::new()
             .name("blocking-first-watchdog".into())
             .spawn(run);
         if spawned.is_err() {
             // No thread to watch with: try again at the next wait.
-            RUNNING.store(false, Ordering::Release);
+            RUNNING.swap(false, Ordering::SeqCst);
         }
     }
 }
@@ -76,11 +78,11 @@ fn run() {
             idle + CHECK_EVERY
         };
         if idle >= IDLE_EXIT {
-            RUNNING.store(false, Ordering::Release);
+            RUNNING.swap(false, Ordering::SeqCst);
             // A wait that began just now saw the thread running and started none: stay (unless
             // a new thread took over already).
             let waiting = lock_watched().iter().any(|l| l.returning_waiters() > 0);
-            if !waiting || RUNNING.swap(true, Ordering::AcqRel) {
+            if !waiting || RUNNING.swap(true, Ordering::SeqCst) {
                 return;
             }
             idle = Duration::ZERO;
