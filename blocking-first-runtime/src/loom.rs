@@ -233,6 +233,23 @@ fn loom_scope_waits_for_a_branch_spawned_by_a_branch() {
     });
 }
 
+/// The real `parallel::scope`: a branch's branch that panics and finishes before the scope looks
+/// again is still taken and re-raised (`settle` reports new branches before "all finished").
+#[test]
+fn loom_scope_reraises_the_panic_of_a_branch_spawned_by_a_branch() {
+    quiet_expected_panics();
+    loom::model(|| {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            parallel::scope(|s| {
+                s.spawn(|| {
+                    s.spawn(|| -> () { panic!("the inner branch panics") });
+                });
+            })
+        }));
+        assert!(outcome.is_err(), "the inner branch's panic was lost");
+    });
+}
+
 /// Keeps the panics the models raise on purpose out of the output (loom re-runs them thousands
 /// of times).
 fn quiet_expected_panics() {
@@ -245,7 +262,10 @@ fn quiet_expected_panics() {
                 .downcast_ref::<&str>()
                 .copied()
                 .unwrap_or_default();
-            if !matches!(message, "a destructor panics" | "the caller panics") {
+            if !matches!(
+                message,
+                "a destructor panics" | "the caller panics" | "the inner branch panics"
+            ) {
                 default(info);
             }
         }));
