@@ -134,8 +134,15 @@ async fn parks_forever(probe: DropProbe, parked: Arc<AtomicBool>) {
     std::future::pending::<()>().await;
 }
 
-/// A stretch that already ended (the body parked on a plain `.await`) but whose driver has not
-/// seen it yet: dropping the driver then must still drop the body off the workers.
+#[blocking_first]
+async fn returns_its_probe(probe: DropProbe, finishing: Arc<AtomicBool>) -> DropProbe {
+    finishing.store(true, SeqCst);
+    probe
+}
+
+/// A stretch that already ended (the body parked on a plain `.await`, or returned a value) but
+/// whose driver has not seen it yet: dropping the driver then must still drop the body, or the
+/// value, off the workers.
 #[test]
 fn a_body_whose_stretch_ended_unseen_is_not_dropped_on_a_worker() {
     multi_thread().block_on(async {
@@ -147,8 +154,13 @@ fn a_body_whose_stretch_ended_unseen_is_not_dropped_on_a_worker() {
                 on_worker: on_worker.clone(),
                 dropped: dropped.clone(),
             };
-            let mut body: Pin<Box<dyn Future<Output = ()> + Send>> =
-                Box::pin(parks_forever(probe, parked.clone()));
+            // Even rounds park on an `.await`; odd rounds finish with the probe as their value.
+            let mut body: Pin<Box<dyn Future<Output = ()> + Send>> = if round % 2 == 0 {
+                Box::pin(parks_forever(probe, parked.clone()))
+            } else {
+                let finishing = returns_its_probe(probe, parked.clone());
+                Box::pin(async move { drop(finishing.await) })
+            };
             // Poll once: the body hops onto the pool and parks there on its `.await`.
             std::future::poll_fn(|cx| {
                 assert!(body.as_mut().poll(cx).is_pending());

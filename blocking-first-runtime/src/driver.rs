@@ -18,7 +18,6 @@ use std::task::{Context, Poll, Waker};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::handoff::Handoff;
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::span::Span;
@@ -65,7 +64,6 @@ where
     Drive {
         waker: Waker::from(shared.clone()),
         shared,
-        handoff: Arc::new(Handoff::new()),
         state: State::Held(body),
         limit: limit.unwrap_or_else(limit::global),
         started: false,
@@ -83,8 +81,6 @@ pub struct Drive<T: Send + 'static> {
     shared: Arc<Shared>,
     /// The waker every poll of the body gets: it routes wakes through `shared`.
     waker: Waker,
-    /// Where a stretch that ends with the body still unfinished leaves it.
-    handoff: Arc<Handoff<Boxed<T>>>,
     limit: &'static Limit,
     /// Whether the body has been polled at all (an unstarted body can be dropped anywhere).
     started: bool,
@@ -108,9 +104,8 @@ enum State<T> {
 enum Hop<T> {
     /// The body completed.
     Done(T),
-    /// The body asked for async mode or waits on an `.await`: it is in the handoff, for the
-    /// driver to take back.
-    Back,
+    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
+    Back(Boxed<T>),
     /// The driver was dropped; the body was dropped on the blocking thread.
     Dropped,
 }
@@ -128,11 +123,7 @@ impl<T: Send + 'static> Future for Drive<T> {
                         return Poll::Pending;
                     }
                     Poll::Ready(Ok(Hop::Done(value))) => return Poll::Ready(value),
-                    Poll::Ready(Ok(Hop::Back)) => {
-                        let body = this.handoff.take();
-                        this.state =
-                            State::Held(body.expect("a stretch that hands back leaves the body"));
-                    }
+                    Poll::Ready(Ok(Hop::Back(body))) => this.state = State::Held(body),
                     Poll::Ready(Ok(Hop::Dropped)) => {
                         unreachable!("a body is only dropped after its driver is")
                     }
@@ -202,7 +193,6 @@ impl<T: Send + 'static> Drive<T> {
                  runtime; await it inside one (e.g. #[tokio::main])"
             )
         };
-        let handoff = self.handoff.clone();
         State::Hopping(handle.spawn_blocking(move || {
             // Dropped in reverse: the count falls before the slot is given back, and the body
             // (when dropped here) goes before both.
@@ -212,13 +202,7 @@ impl<T: Send + 'static> Drive<T> {
             let mut body = body;
             match run_stretch(body.as_mut(), &shared, &waker) {
                 Stretch::Done(value) => Hop::Done(value),
-                Stretch::Back => match handoff.leave(body) {
-                    Ok(()) => Hop::Back,
-                    Err(body) => {
-                        drop(body);
-                        Hop::Dropped
-                    }
-                },
+                Stretch::Back => Hop::Back(body),
                 Stretch::Cancelled => {
                     drop(body);
                     Hop::Dropped
@@ -273,13 +257,19 @@ impl<T: Send + 'static> Drop for Drive<T> {
         self.shared.cancelled.store(true, Ordering::Release);
         let body = match mem::replace(&mut self.state, State::Done) {
             State::Done => return,
-            // The blocking thread sees `cancelled` at the body's next boundary and drops it there
-            // -- unless its stretch already ended and left the body in the handoff: then it is
-            // ours to drop, off the workers like any other.
-            State::Hopping(_) => match self.handoff.abandon() {
-                Some(body) => body,
-                None => return,
-            },
+            // The blocking thread sees `cancelled` at the body's next boundary and drops it
+            // there. But its stretch may have ended already, leaving the body (or the value) in
+            // the handle: dropping the handle here would drop them on this thread, a worker. So
+            // a task takes whatever the stretch ends with and drops it off the workers. Only
+            // this path pays for it; a hop does not.
+            State::Hopping(stretch) => {
+                match Handle::try_current() {
+                    Ok(handle) => drop(handle.spawn(drop_off_the_workers(stretch))),
+                    // No runtime (it is shutting down): nothing is a worker any more.
+                    Err(_) => drop(stretch),
+                }
+                return;
+            }
             State::Held(body) | State::Taking(body, _) => body,
         };
         // A started body may own connections or files: run its destructors on a blocking thread,
@@ -287,6 +277,20 @@ impl<T: Send + 'static> Drop for Drive<T> {
         if let (true, Ok(handle)) = (self.started, Handle::try_current()) {
             drop(handle.spawn_blocking(move || drop(body)));
         }
+    }
+}
+
+/// Waits for the stretch of a dropped driver and drops what it ended with on a blocking thread.
+async fn drop_off_the_workers<T: Send + 'static>(stretch: JoinHandle<Hop<T>>) {
+    let leftover: Box<dyn Send> = match stretch.await {
+        Ok(Hop::Back(body)) => Box::new(body),
+        Ok(Hop::Done(value)) => Box::new(value),
+        // Dropped on the blocking thread already, or the stretch panicked (its payload is
+        // nobody's any more) or was cancelled by the runtime's shutdown.
+        Ok(Hop::Dropped) | Err(_) => return,
+    };
+    if let Ok(handle) = Handle::try_current() {
+        drop(handle.spawn_blocking(move || drop(leftover)));
     }
 }
 

@@ -9,7 +9,6 @@
 #[path = "private.rs"]
 pub mod __private;
 mod driver;
-mod handoff;
 /// Integrations with other crates, each behind the feature of that crate's name; re-exported at
 /// the root of `blocking-first` (`blocking_first::pool`).
 #[doc(hidden)]

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! tokio's blocking pool and semaphore do not run under loom, so the models drive the protocol
-//! units directly: `Shared` (wake/park), `run_stretch` (the hop loop), `Handoff` (a body coming
-//! back as its driver is dropped), and `parallel::scope` itself, whose pool is loom threads.
+//! units directly: `Shared` (wake/park), `run_stretch` (the hop loop), the ticket and count of
+//! `parallel`, and `parallel::scope` itself, whose pool is loom threads.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 
 use crate::driver::{Stretch, run_stretch};
-use crate::handoff::Handoff;
 use crate::mode::Shared;
 use crate::parallel;
 use crate::ticket::{Pending, Ticket, TicketState};
@@ -110,35 +109,6 @@ fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
         if let Some(sender) = sender.take() {
             sender.join().unwrap();
         }
-    });
-}
-
-/// A stretch leaving the body while its driver is dropped: the body is dropped exactly once, and
-/// by the stretch (a blocking thread) unless the driver took it out of the handoff itself.
-#[test]
-fn loom_a_body_coming_back_as_its_driver_drops_is_dropped_once() {
-    loom::model(|| {
-        let drops = Arc::new(AtomicUsize::new(0));
-        struct Body(Arc<AtomicUsize>);
-        impl Drop for Body {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, SeqCst);
-            }
-        }
-        let handoff = Arc::new(Handoff::new());
-        let stretch = {
-            let (handoff, drops) = (handoff.clone(), drops.clone());
-            thread::spawn(move || {
-                if let Err(body) = handoff.leave(Body(drops)) {
-                    drop(body); // on the blocking thread
-                }
-            })
-        };
-        // The driver is dropped: whatever it finds in the handoff it must drop off the workers.
-        drop(handoff.abandon());
-        stretch.join().unwrap();
-        assert_eq!(drops.load(SeqCst), 1);
-        assert!(handoff.take().is_none(), "nothing is left after abandoning");
     });
 }
 
