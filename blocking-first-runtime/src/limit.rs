@@ -25,12 +25,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::stats;
-use crate::watchdog::{self, Stall};
+use crate::watchdog;
 
 static GLOBAL: Limit = Limit::unbounded("global");
 
@@ -70,9 +70,9 @@ pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
 /// covered by the slot: give connections back before `io!` and take a new one after it, or the
 /// bodies that took the freed slots can wait for connections that only come back after them.
 /// With `blocking_first::pool::Pool` (feature `r2d2`) that mistake does not compile. With a raw
-/// pool it is detected: when every slot of a capped limit has been held for at least a second and 20 of its
-/// usual stretches without one given back, while bodies wait to come back from `io!` or an
-/// `.await`, a `WARN` event at target `blocking_first::starvation` names the limit and says what
+/// pool it is detected: when every slot of a capped limit has been held for at least a second
+/// (and 20 of its usual stretches, as the detector saw them) without one given back, while
+/// bodies wait to come back from `io!` or an `.await`, a `WARN` event at target `blocking_first::starvation` names the limit and says what
 /// to do (at most once per limit every 30 s; counted in [`Stats::starvation_warnings`]).
 ///
 /// [`Stats::starvation_warnings`]: crate::Stats::starvation_warnings
@@ -93,12 +93,11 @@ pub struct Limit {
     waiting: AtomicUsize,
     /// Bodies that already ran some blocking code waiting for a slot to come back.
     returning: AtomicUsize,
-    /// When a slot was last given back, and an average stretch (nanoseconds, see
-    /// `watchdog::now_nanos`): what the starvation detector compares.
-    last_release: AtomicU64,
-    usual_stretch: AtomicU64,
-    /// When the detector last warned about this limit (`u64::MAX`: never).
-    warned_at: AtomicU64,
+    /// Slots given back since start: the starvation detector's sign of progress (one relaxed
+    /// increment per hop; the detector reads the clock, a hop does not).
+    releases: AtomicU64,
+    /// When the detector last warned about this limit.
+    last_warning: Mutex<Option<Instant>>,
     watched: AtomicBool,
 }
 
@@ -132,9 +131,8 @@ impl Limit {
             peak: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             returning: AtomicUsize::new(0),
-            last_release: AtomicU64::new(0),
-            usual_stretch: AtomicU64::new(0),
-            warned_at: AtomicU64::new(u64::MAX),
+            releases: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
             watched: AtomicBool::new(false),
         }
     }
@@ -258,35 +256,27 @@ impl Limit {
         self.returning.load(Ordering::SeqCst)
     }
 
-    /// What the starvation detector sees at `now`, if it should report it (and, if so, records
-    /// the report, so the next one waits for `WARN_INTERVAL`).
-    pub(crate) fn starvation(&'static self, now: u64) -> Option<Stall> {
-        let capacity = self.capacity()?;
-        let waiting = self.returning.load(Ordering::Acquire);
-        if waiting == 0 || self.in_use.load(Ordering::Acquire) < capacity {
-            return None;
+    /// Slots taken now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Acquire)
+    }
+
+    /// Slots given back since start.
+    pub(crate) fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
+    }
+
+    /// Records a warning at `now` unless one was recorded less than `interval` ago.
+    pub(crate) fn claim_warning(&self, now: Instant, interval: std::time::Duration) -> bool {
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < interval) {
+            return false;
         }
-        let stalled =
-            Duration::from_nanos(now.saturating_sub(self.last_release.load(Ordering::Acquire)));
-        let usual = Duration::from_nanos(self.usual_stretch.load(Ordering::Relaxed));
-        if !watchdog::is_stall(stalled, usual) {
-            return None;
-        }
-        let warned = self.warned_at.load(Ordering::Acquire);
-        let interval = u64::try_from(watchdog::WARN_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
-        if warned != u64::MAX && now.saturating_sub(warned) < interval {
-            return None;
-        }
-        self.warned_at
-            .compare_exchange(warned, now, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        Some(Stall {
-            limit: self.name,
-            capacity,
-            stalled,
-            usual,
-            waiting,
-        })
+        *last = Some(now);
+        true
     }
 }
 
@@ -322,8 +312,6 @@ impl Drop for Waiting {
 #[derive(Debug)]
 pub(crate) struct Slot {
     limit: &'static Limit,
-    /// When it was taken (`watchdog::now_nanos`).
-    taken_at: u64,
     _permit: SemaphorePermit<'static>,
 }
 
@@ -333,7 +321,6 @@ impl Slot {
         limit.peak.fetch_max(now, Ordering::AcqRel);
         Slot {
             limit,
-            taken_at: watchdog::now_nanos(),
             _permit: permit,
         }
     }
@@ -348,18 +335,7 @@ impl Drop for Slot {
         // Decrement before the permit is released (fields drop after this), so `in_use` never
         // shows more than the capacity.
         self.limit.in_use.fetch_sub(1, Ordering::AcqRel);
-        // The detector's inputs: a moving average of stretches (1/8 weight; races between
-        // slots only blur it), and when a slot was last given back.
-        let now = watchdog::now_nanos();
-        let held = now.saturating_sub(self.taken_at);
-        let usual = self.limit.usual_stretch.load(Ordering::Relaxed);
-        let next = if held >= usual {
-            usual + (held - usual) / 8
-        } else {
-            usual - (usual - held) / 8
-        };
-        self.limit.usual_stretch.store(next, Ordering::Relaxed);
-        self.limit.last_release.store(now, Ordering::Release);
+        self.limit.releases.fetch_add(1, Ordering::Relaxed);
     }
 }
 

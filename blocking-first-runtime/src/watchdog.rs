@@ -10,7 +10,7 @@
 //! capped limit; it ends a second after the last such wait.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,21 +21,14 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// The watching thread ends after this long with no started body waiting for a slot.
 const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// No slot given back for at least this long (and for 20 usual stretches) is starvation.
-pub(crate) const MIN_STALL: Duration = Duration::from_secs(1);
+const MIN_STALL: Duration = Duration::from_secs(1);
 /// How many usual stretches without a slot given back count as starvation.
 const STALL_STRETCHES: u64 = 20;
 /// At most one warning per limit per this interval.
-pub(crate) const WARN_INTERVAL: Duration = Duration::from_secs(30);
+const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
 static WATCHED: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
 static RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// Nanoseconds since the first call: how the limits store instants in atomics.
-pub(crate) fn now_nanos() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// Starts watching `limit` (a body that already started waits for one of its slots).
 pub(crate) fn watch(limit: &'static Limit) {
@@ -60,15 +53,23 @@ fn lock_watched() -> std::sync::MutexGuard<'static, Vec<&'static Limit>> {
 }
 
 fn run() {
+    let mut watches: Vec<Watch> = Vec::new();
     let mut idle = Duration::ZERO;
     loop {
         thread::sleep(CHECK_EVERY);
-        let limits = lock_watched().clone();
-        let now = now_nanos();
+        let now = Instant::now();
+        for limit in lock_watched().iter() {
+            if !watches
+                .iter()
+                .any(|watch| std::ptr::eq(watch.limit, *limit))
+            {
+                watches.push(Watch::new(limit, now));
+            }
+        }
         let mut anyone_waiting = false;
-        for limit in limits {
-            anyone_waiting |= limit.returning_waiters() > 0;
-            if let Some(stall) = limit.starvation(now) {
+        for watch in &mut watches {
+            anyone_waiting |= watch.limit.returning_waiters() > 0;
+            if let Some(stall) = watch.tick(now) {
                 report(&stall);
             }
         }
@@ -90,19 +91,81 @@ fn run() {
     }
 }
 
+/// What the watching thread knows of one limit. All clock reads happen here, none in a hop.
+struct Watch {
+    limit: &'static Limit,
+    /// `Limit::releases` at the last look.
+    releases: u64,
+    /// When the limit last made progress (gave a slot back), or was last not full.
+    progress: Instant,
+    last_look: Instant,
+    /// Slot time observed while the limit was full, and the slots given back meanwhile: their
+    /// ratio is the limit's usual stretch.
+    full_slot_time: Duration,
+    full_releases: u64,
+}
+
+impl Watch {
+    fn new(limit: &'static Limit, now: Instant) -> Watch {
+        Watch {
+            limit,
+            releases: limit.releases(),
+            progress: now,
+            last_look: now,
+            full_slot_time: Duration::ZERO,
+            full_releases: 0,
+        }
+    }
+
+    /// Looks at the limit again; returns a stall to report.
+    fn tick(&mut self, now: Instant) -> Option<Stall> {
+        let elapsed = now.duration_since(self.last_look);
+        self.last_look = now;
+        let capacity = self.limit.capacity()?;
+        let full = self.limit.in_use() >= capacity;
+        let releases = self.limit.releases();
+        let given_back = releases.wrapping_sub(self.releases);
+        self.releases = releases;
+        if full && given_back > 0 {
+            self.full_slot_time += elapsed * u32::try_from(capacity).unwrap_or(u32::MAX);
+            self.full_releases += given_back;
+        }
+        let waiting = self.limit.returning_waiters();
+        if given_back > 0 || !full || waiting == 0 {
+            self.progress = now;
+            return None;
+        }
+        let stalled = now.duration_since(self.progress);
+        let usual = match u32::try_from(self.full_releases) {
+            Ok(0) | Err(_) => Duration::ZERO,
+            Ok(n) => self.full_slot_time / n,
+        };
+        if !is_stall(stalled, usual) || !self.limit.claim_warning(now, WARN_INTERVAL) {
+            return None;
+        }
+        Some(Stall {
+            limit: self.limit.name(),
+            capacity,
+            stalled,
+            usual,
+            waiting,
+        })
+    }
+}
+
 /// What the detector saw on one limit.
 #[derive(Debug)]
-pub(crate) struct Stall {
-    pub(crate) limit: &'static str,
-    pub(crate) capacity: usize,
-    pub(crate) stalled: Duration,
-    pub(crate) usual: Duration,
-    pub(crate) waiting: usize,
+struct Stall {
+    limit: &'static str,
+    capacity: usize,
+    stalled: Duration,
+    usual: Duration,
+    waiting: usize,
 }
 
 /// Whether `stalled` without a slot given back is starvation for a limit whose stretches usually
 /// take `usual`.
-pub(crate) fn is_stall(stalled: Duration, usual: Duration) -> bool {
+fn is_stall(stalled: Duration, usual: Duration) -> bool {
     let usual_nanos = u64::try_from(usual.as_nanos()).unwrap_or(u64::MAX);
     let relative = Duration::from_nanos(usual_nanos.saturating_mul(STALL_STRETCHES));
     stalled >= MIN_STALL.max(relative)
@@ -116,10 +179,15 @@ fn report(stall: &Stall) {
         usual,
         waiting,
     } = stall;
+    // The usual stretch is known once the detector has seen the limit full and moving.
+    let usual = if usual.is_zero() {
+        String::new()
+    } else {
+        format!(" (a stretch of blocking code usually takes {usual:.1?})")
+    };
     let message = format!(
-        "limit `{limit}` looks starved: all {capacity} of its slots have been held for \
-         {stalled:.1?} without one given back (a stretch of blocking code usually takes \
-         {usual:.1?}), while {waiting} bodies wait for a slot to come back from `io!` or an \
+        "limit `{limit}` looks starved: all {capacity} of its slots have been held for at least \
+         {stalled:.1?} without one given back{usual}, while {waiting} bodies wait for a slot to come back from `io!` or an \
          `.await`. A body probably keeps a pooled connection (or another resource the others \
          need) across `io!` or `.await`, and the bodies that took its slot now wait for that \
          resource. Give connections back before `io!`/`.await` and take a new one after, or \
