@@ -41,38 +41,34 @@ fn quiet_expected_panics() {
 /// wait for that branch, which borrows the caller's locals.
 #[test]
 fn a_branch_spawned_from_a_branch_after_the_closure_returned_is_waited_for() {
-    multi_thread().block_on(async {
-        tokio::task::spawn_blocking(|| {
-            let data: Vec<u64> = (1..=100).collect();
-            let closure_returned = AtomicBool::new(false);
-            let late_done = AtomicBool::new(false);
-            let sum = AtomicU64::new(0);
-            parallel::scope(|s| {
+    on_a_blocking_thread(|| {
+        let data: Vec<u64> = (1..=100).collect();
+        let closure_returned = AtomicBool::new(false);
+        let late_done = AtomicBool::new(false);
+        let sum = AtomicU64::new(0);
+        parallel::scope(|s| {
+            s.spawn(|| {
+                wait_until(|| closure_returned.load(SeqCst));
+                thread::sleep(Duration::from_millis(20));
                 s.spawn(|| {
-                    wait_until(|| closure_returned.load(SeqCst));
-                    thread::sleep(Duration::from_millis(20));
-                    s.spawn(|| {
-                        thread::sleep(Duration::from_millis(200));
-                        sum.store(data.iter().sum(), SeqCst);
-                        late_done.store(true, SeqCst);
-                    });
+                    thread::sleep(Duration::from_millis(200));
+                    sum.store(data.iter().sum(), SeqCst);
+                    late_done.store(true, SeqCst);
                 });
-                closure_returned.store(true, SeqCst);
             });
-            let waited = late_done.load(SeqCst);
-            if !waited {
-                // Keep the borrowed locals alive until the stray branch is done, so a regression
-                // fails this assertion instead of reading freed memory.
-                wait_until(|| late_done.load(SeqCst));
-            }
-            assert!(
-                waited,
-                "scope returned while a branch spawned from a branch still ran"
-            );
-            assert_eq!(sum.load(SeqCst), 5050);
-        })
-        .await
-        .unwrap();
+            closure_returned.store(true, SeqCst);
+        });
+        let waited = late_done.load(SeqCst);
+        if !waited {
+            // Keep the borrowed locals alive until the stray branch is done, so a regression
+            // fails this assertion instead of reading freed memory.
+            wait_until(|| late_done.load(SeqCst));
+        }
+        assert!(
+            waited,
+            "scope returned while a branch spawned from a branch still ran"
+        );
+        assert_eq!(sum.load(SeqCst), 5050);
     });
 }
 
@@ -321,29 +317,25 @@ fn a_branch_spawned_by_an_unjoined_values_destructor_is_waited_for() {
             });
         }
     }
-    multi_thread().block_on(async {
-        tokio::task::spawn_blocking(|| {
-            let data = String::from("borrowed");
-            let done = AtomicBool::new(false);
-            parallel::scope(|s| {
-                let (data, done) = (&data, &done);
-                drop(s.spawn(move || SpawnsOnDrop {
-                    scope: s,
-                    data,
-                    done,
-                }));
-            });
-            let waited = done.load(SeqCst);
-            if !waited {
-                wait_until(|| done.load(SeqCst));
-            }
-            assert!(
-                waited,
-                "scope returned before a destructor's branch finished"
-            );
-        })
-        .await
-        .unwrap();
+    on_a_blocking_thread(|| {
+        let data = String::from("borrowed");
+        let done = AtomicBool::new(false);
+        parallel::scope(|s| {
+            let (data, done) = (&data, &done);
+            drop(s.spawn(move || SpawnsOnDrop {
+                scope: s,
+                data,
+                done,
+            }));
+        });
+        let waited = done.load(SeqCst);
+        if !waited {
+            wait_until(|| done.load(SeqCst));
+        }
+        assert!(
+            waited,
+            "scope returned before a destructor's branch finished"
+        );
     });
 }
 
@@ -351,22 +343,18 @@ fn a_branch_spawned_by_an_unjoined_values_destructor_is_waited_for() {
 #[test]
 fn a_panic_in_a_branch_spawned_by_a_branch_is_never_lost() {
     quiet_expected_panics();
-    multi_thread().block_on(async {
-        tokio::task::spawn_blocking(|| {
-            for round in 0..500 {
-                let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                    parallel::scope(|s| {
-                        s.spawn(|| {
-                            s.spawn(|| -> () { panic!("the inner branch panics") });
-                        });
-                    })
-                }));
-                let payload = outcome.expect_err(&format!("round {round}: the panic was lost"));
-                assert_eq!(panic_message(&*payload), "the inner branch panics");
-            }
-        })
-        .await
-        .unwrap();
+    on_a_blocking_thread(|| {
+        for round in 0..500 {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                parallel::scope(|s| {
+                    s.spawn(|| {
+                        s.spawn(|| -> () { panic!("the inner branch panics") });
+                    });
+                })
+            }));
+            let payload = outcome.expect_err(&format!("round {round}: the panic was lost"));
+            assert_eq!(panic_message(&*payload), "the inner branch panics");
+        }
     });
 }
 
@@ -374,21 +362,17 @@ fn a_panic_in_a_branch_spawned_by_a_branch_is_never_lost() {
 #[test]
 fn two_panicking_destructors_of_unjoined_values_do_not_abort() {
     quiet_expected_panics();
-    multi_thread().block_on(async {
-        tokio::task::spawn_blocking(|| {
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                parallel::scope(|s| {
-                    drop(s.spawn(|| PanicOnDrop));
-                    drop(s.spawn(|| PanicOnDrop));
-                })
-            }));
-            let payload = outcome.expect_err("a destructor's panic is re-raised");
-            assert_eq!(
-                panic_message(&*payload),
-                "a captured value panicked in its destructor"
-            );
-        })
-        .await
-        .unwrap();
+    on_a_blocking_thread(|| {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            parallel::scope(|s| {
+                drop(s.spawn(|| PanicOnDrop));
+                drop(s.spawn(|| PanicOnDrop));
+            })
+        }));
+        let payload = outcome.expect_err("a destructor's panic is re-raised");
+        assert_eq!(
+            panic_message(&*payload),
+            "a captured value panicked in its destructor"
+        );
     });
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -94,7 +95,13 @@ fn warned_about(limit: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn serve(router: Router) -> SocketAddr {
+/// Serves `handler` at `/` with a fresh pool, on 127.0.0.1.
+async fn serve<H, T>(handler: H) -> SocketAddr
+where
+    H: Handler<T, Pool>,
+    T: 'static,
+{
+    let router = Router::new().route("/", get(handler)).with_state(pool());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -144,10 +151,7 @@ async fn burst(addr: SocketAddr, limit: &str) -> (usize, Duration, Option<Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_pool_connection_held_across_io_is_reported_within_seconds() {
     warnings();
-    let app = Router::new()
-        .route("/", get(holds_its_connection))
-        .with_state(pool());
-    let addr = serve(app).await;
+    let addr = serve(holds_its_connection).await;
     let (ok, elapsed, warned) = burst(addr, HELD.name()).await;
     eprintln!("held across io!: {ok}/{REQUESTS} ok in {elapsed:.2?}, warning after {warned:.2?}");
     let warned = warned.expect("the starvation detector never warned");
@@ -170,10 +174,7 @@ async fn a_raw_pool_connection_held_across_io_is_reported_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_given_back_before_io_neither_stall_nor_warn() {
     warnings();
-    let app = Router::new()
-        .route("/", get(gives_it_back))
-        .with_state(pool());
-    let addr = serve(app).await;
+    let addr = serve(gives_it_back).await;
     let (ok, elapsed, warned) = burst(addr, GIVEN_BACK.name()).await;
     eprintln!("given back before io!: {ok}/{REQUESTS} ok in {elapsed:.2?}");
     assert_eq!(ok, REQUESTS);

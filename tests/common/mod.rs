@@ -39,6 +39,16 @@ pub fn with_one_blocking_thread() -> [Runtime; 2] {
     ]
 }
 
+/// Runs `f` on a blocking-pool thread of a two-worker multi-thread runtime, where
+/// `parallel::scope` sends its branches to the pool; re-raises its panic.
+pub fn on_a_blocking_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    multi_thread().block_on(async {
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|err| panic::resume_unwind(err.into_panic()))
+    })
+}
+
 /// Runs the same async test on a current-thread and on a multi-thread runtime.
 pub fn on_both_flavors<F, Fut>(test: F)
 where
