@@ -179,9 +179,12 @@ fn report(stall: &Stall) {
         usual,
         waiting,
     } = stall;
-    // The usual stretch is known once the detector has seen the limit full and moving.
+    // The usual stretch is known once the detector has seen the limit full and moving; before
+    // that, a limit whose blocking code is simply this slow looks the same.
     let usual = if usual.is_zero() {
-        String::new()
+        " (no usual stretch seen yet: if its blocking code really runs this long, this is \
+         only saturation)"
+            .to_owned()
     } else {
         format!(" (a stretch of blocking code usually takes {usual:.1?})")
     };
