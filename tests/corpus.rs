@@ -804,3 +804,73 @@ async fn locals_named_like_regions(io: u32, parallel: u32) -> String {
 async fn locals_named_io_and_parallel_are_not_regions() {
     assert_eq!(locals_named_like_regions(1, 2).await, "1 2 2");
 }
+
+#[derive(Deserialize)]
+struct PasteForm {
+    text: String,
+}
+
+/// 17. A generic handler without written bounds, as in matze/wastebin: the extractor's error type
+/// `E` is inferred at `.route`, the error is an `impl IntoResponse`, lints pass through
+/// (`#[expect]`), with a let chain and an inner async block awaited from blocking code.
+#[blocking_first]
+#[expect(unused_variables, reason = "lint attributes reach the body")]
+async fn paste<E>(form: Result<axum::Form<PasteForm>, E>) -> Result<String, impl IntoResponse> {
+    let unread = 0;
+    let Ok(axum::Form(form)) = form else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    let upper = async { form.text.to_uppercase() }.await;
+    assert_blocking_thread();
+    if let Some(first) = upper.chars().next()
+        && first.is_alphabetic()
+    {
+        Ok(upper)
+    } else {
+        Err(StatusCode::UNPROCESSABLE_ENTITY)
+    }
+}
+
+/// A trait bounded by `Send` only, as in rustic-rs/rustic_server: the attribute adds `'static`.
+trait PathParts: Send {
+    fn parts(&self) -> String;
+}
+
+struct ConfigPath(String);
+
+impl PathParts for ConfigPath {
+    fn parts(&self) -> String {
+        format!("config/{}", self.0)
+    }
+}
+
+/// 18. A type parameter with a `Send`-only trait bound, and an `impl Trait` argument.
+#[blocking_first]
+async fn get_config<P: PathParts>(path: P, also: impl PathParts) -> String {
+    assert_blocking_thread();
+    let wait = io! { double_signed(1).await };
+    format!("{} {} {wait}", path.parts(), also.parts())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_handlers_without_written_bounds_compile_route_and_run() {
+    use tower::ServiceExt;
+    let app = axum::Router::new().route("/", axum::routing::post(paste));
+    let send = |body: &'static str| {
+        axum::http::Request::post("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let ok = app.clone().oneshot(send("text=hello")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(ok.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"HELLO");
+    let digits = app.clone().oneshot(send("text=42")).await.unwrap();
+    assert_eq!(digits.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let rejected = app.oneshot(send("nope")).await.unwrap();
+    assert_eq!(rejected.status(), StatusCode::BAD_REQUEST);
+
+    let both = get_config(ConfigPath("a".into()), ConfigPath("b".into())).await;
+    assert_eq!(both, "config/a config/b 2");
+}

@@ -45,6 +45,10 @@ pub(crate) fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStrea
         return quote!(#(#errors)* #func);
     }
     *func.block = wrap(&func.block, &names, &args);
+    if signature::add_send_bounds(&mut func.sig) {
+        func.attrs
+            .push(syn::parse_quote!(#[allow(clippy::implied_bounds_in_impls)]));
+    }
     quote!(#func)
 }
 

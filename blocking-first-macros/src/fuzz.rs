@@ -1289,6 +1289,8 @@ fn while_let_chain_around_a_region_does_not_panic() {
     syn::parse2::<syn::File>(output.parse().unwrap()).expect("output parses");
 }
 
+/// Attributes and the signature pass through; the one change is the bound a driven body needs,
+/// `Send + 'static`, added to each type parameter (and `impl Trait` argument).
 #[test]
 fn the_signature_and_every_attribute_pass_through_unchanged() {
     let item = "/// Documented.\n\
@@ -1303,10 +1305,30 @@ fn the_signature_and_every_attribute_pass_through_unchanged() {
     let after: syn::ItemFn = syn::parse_str(&expands("limit = DB", item)).unwrap();
     let tokens = |attrs: &[syn::Attribute]| quote::quote!(#(#attrs)*).to_string();
     assert_eq!(tokens(&after.attrs), tokens(&before.attrs));
-    let (vis, sig) = (&before.vis, &before.sig);
+    let mut sig = before.sig.clone();
+    sig.generics
+        .make_where_clause()
+        .predicates
+        .push(syn::parse_quote!(T: ::core::marker::Send + 'static));
+    let vis = &before.vis;
     let (vis_after, sig_after) = (&after.vis, &after.sig);
     assert_eq!(
         quote::quote!(#vis_after #sig_after).to_string(),
         quote::quote!(#vis #sig).to_string()
+    );
+}
+
+#[test]
+fn impl_trait_arguments_get_send_and_static() {
+    let item = "async fn f(a: impl AsRef<str>, b: Vec<impl Clone>) -> usize { a.as_ref().len() + b.len() }";
+    let after: syn::ItemFn = syn::parse_str(&expands("", item)).unwrap();
+    let inputs = &after.sig.inputs;
+    assert_eq!(
+        quote::quote!(#inputs).to_string(),
+        quote::quote!(
+            a: impl AsRef<str> + ::core::marker::Send + 'static,
+            b: Vec<impl Clone + ::core::marker::Send + 'static>
+        )
+        .to_string()
     );
 }

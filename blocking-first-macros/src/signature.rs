@@ -1,9 +1,11 @@
 //! Checks that the function can become a driven body: an `async fn` whose future can be
 //! `Send + 'static`, because the body moves between the runtime and blocking threads.
 
+use proc_macro2::{Ident, Span};
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
-use syn::{FnArg, Lifetime, Signature, Type, TypeReference};
+use syn::visit_mut::{self, VisitMut};
+use syn::{FnArg, Lifetime, Signature, Type, TypeImplTrait, TypeReference, parse_quote_spanned};
 
 /// All signature problems at once, each at the user's span.
 pub(crate) fn check(sig: &Signature) -> syn::Result<()> {
@@ -84,4 +86,51 @@ impl<'ast> Visit<'ast> for Borrows {
             self.found.push(lifetime.span());
         }
     }
+}
+
+/// Adds the bounds a driven body needs, `Send + 'static`, to every type parameter and every
+/// `impl Trait` argument.
+///
+/// The body is checked inside the generic function, not where axum picks the concrete types, so
+/// a parameter that is `Send + 'static` in every real use must say so. Saying it for the user
+/// keeps handlers like `async fn get<E>(form: Result<Form<F>, E>)` compiling as written; a caller
+/// with a non-`Send` type gets the error at the call, naming the bound. The bounds carry the
+/// attribute's span: they are generated code, so lints about how bounds are written (a bound in
+/// two places, one implied by a supertrait) do not fire on the user's signature.
+///
+/// Returns whether an `impl Trait` got them: clippy's `implied_bounds_in_impls` then fires on
+/// the generated `+ Send` when the trait already implies it, which the caller allows.
+pub(crate) fn add_send_bounds(sig: &mut Signature) -> bool {
+    let span = Span::call_site();
+    let params: Vec<_> = sig
+        .generics
+        .type_params()
+        .map(|param| Ident::new(&param.ident.to_string(), span))
+        .collect();
+    if !params.is_empty() {
+        let where_clause = sig.generics.make_where_clause();
+        for ident in params {
+            where_clause.predicates.push(parse_quote_spanned! {span=>
+                #ident: ::core::marker::Send + 'static
+            });
+        }
+    }
+    struct ImplTraits(Span, bool);
+    impl VisitMut for ImplTraits {
+        fn visit_type_impl_trait_mut(&mut self, ty: &mut TypeImplTrait) {
+            visit_mut::visit_type_impl_trait_mut(self, ty);
+            self.1 = true;
+            let span = self.0;
+            ty.bounds
+                .push(parse_quote_spanned!(span=> ::core::marker::Send));
+            ty.bounds.push(parse_quote_spanned!(span=> 'static));
+        }
+    }
+    let mut impl_traits = ImplTraits(span, false);
+    for input in &mut sig.inputs {
+        if let FnArg::Typed(arg) = input {
+            impl_traits.visit_type_mut(&mut arg.ty);
+        }
+    }
+    impl_traits.1
 }
