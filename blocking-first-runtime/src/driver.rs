@@ -7,6 +7,7 @@
 //! ([`Hop::Back`]) as soon as it asks for async mode or waits on an `.await`. An async-mode poll
 //! happens right in [`Drive::poll`], holding no blocking thread.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::mem;
@@ -21,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::span::Span;
-use crate::stats::InBlocking;
+use crate::stats::{self, InBlocking};
 use crate::sync::Ordering;
 
 /// A body, boxed once for the driver's whole life.
@@ -140,6 +141,13 @@ impl<T: Send + 'static> Future for Drive<T> {
                         this.state = State::Taking(body, take);
                         return Poll::Pending;
                     }
+                    Poll::Ready(slot) if in_stretch() => {
+                        let mut body = body;
+                        if let Poll::Ready(value) = this.run_inline(&mut body, Some(slot)) {
+                            return Poll::Ready(value);
+                        }
+                        this.state = State::Held(body);
+                    }
                     Poll::Ready(slot) => this.state = this.hop(body, slot),
                 },
                 State::Held(mut body) => {
@@ -148,6 +156,20 @@ impl<T: Send + 'static> Future for Drive<T> {
                         return Poll::Pending;
                     }
                     if !this.shared.io.load(Ordering::Acquire) {
+                        // Awaited from another body's blocking code: run right here, on its
+                        // blocking thread, under its slot (same limit) or a free one of ours.
+                        if in_stretch() {
+                            let covered = limit::current()
+                                .is_some_and(|current| std::ptr::eq(current, this.limit));
+                            let slot = if covered { None } else { this.limit.try_take() };
+                            if covered || slot.is_some() {
+                                if let Poll::Ready(value) = this.run_inline(&mut body, slot) {
+                                    return Poll::Ready(value);
+                                }
+                                this.state = State::Held(body);
+                                continue;
+                            }
+                        }
                         this.state = match this.limit.try_take() {
                             Some(slot) => this.hop(body, slot),
                             None => State::Taking(body, this.limit.take(this.started)),
@@ -179,6 +201,21 @@ impl<T: Send + 'static> Drive<T> {
         self.shared.on_blocking.store(false, Ordering::Release);
         let _entered = self.span.enter();
         body.as_mut().poll(&mut Context::from_waker(&self.waker))
+    }
+
+    /// Runs a stretch of the body right here, inside the stretch of the body that awaits it (so
+    /// on a blocking thread): no hop. `slot`: one of this body's limit, unless the thread's slot
+    /// already is.
+    fn run_inline(&mut self, body: &mut Boxed<T>, slot: Option<Slot>) -> Poll<T> {
+        self.started = true;
+        stats::NESTED_INLINE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _slot = slot.map(limit::enter_context);
+        let _entered = self.span.enter();
+        match run_stretch(body.as_mut(), &self.shared, &self.waker) {
+            Stretch::Done(value) => Poll::Ready(value),
+            Stretch::Back => Poll::Pending,
+            Stretch::Cancelled => unreachable!("a driver being polled is not dropped"),
+        }
     }
 
     /// Moves the body onto the blocking pool for a stretch of blocking code.
@@ -223,6 +260,31 @@ pub(crate) enum Stretch<T> {
     Cancelled,
 }
 
+thread_local! {
+    /// Set while this thread polls a body in a stretch of blocking code: an annotated function
+    /// awaited there runs its own blocking code right here instead of hopping.
+    static IN_STRETCH: Cell<bool> = const { Cell::new(false) };
+}
+
+fn in_stretch() -> bool {
+    IN_STRETCH.get()
+}
+
+/// Marks this thread as in a stretch until dropped (also when the poll panics).
+struct InStretch(bool);
+
+impl InStretch {
+    fn enter() -> InStretch {
+        InStretch(IN_STRETCH.replace(true))
+    }
+}
+
+impl Drop for InStretch {
+    fn drop(&mut self) {
+        IN_STRETCH.set(self.0);
+    }
+}
+
 /// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
 /// being woken.
 pub(crate) fn run_stretch<F: Future + ?Sized>(
@@ -239,7 +301,11 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
         // Consumed with a read-modify-write, which synchronises with the waker: the poll below
         // sees whatever the wake announced (a plain store here could lose it).
         shared.take_wake();
-        if let Poll::Ready(value) = body.as_mut().poll(&mut cx) {
+        let polled = {
+            let _marked = InStretch::enter();
+            body.as_mut().poll(&mut cx)
+        };
+        if let Poll::Ready(value) = polled {
             return Stretch::Done(value);
         }
         if shared.cancelled.load(Ordering::Acquire) {

@@ -16,6 +16,7 @@ pub(crate) static PEAK_IN_BLOCKING: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static WAITING: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static DISPATCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
+pub(crate) static NESTED_INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static STARVATION_WARNINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the process-wide counters.
@@ -37,6 +38,9 @@ pub struct Stats {
     /// instead. The last branch of `parallel!` and `parallel::map`, which always runs on the
     /// caller's thread, is in neither count.
     pub parallel_inline: u64,
+    /// Stretches of an annotated function awaited from another body's blocking code that ran
+    /// right there, on the caller's blocking thread, instead of hopping.
+    pub nested_inline: u64,
     /// Warnings of the starvation detector so far: a capped limit whose every slot was held far
     /// longer than usual while bodies waited to come back from `io!` or an `.await` (see
     /// [`Limit`](crate::limit::Limit)).
@@ -52,6 +56,7 @@ pub fn stats() -> Stats {
         waiting_for_slot: WAITING.load(Ordering::Relaxed),
         parallel_dispatched: DISPATCHED.load(Ordering::Relaxed),
         parallel_inline: INLINE.load(Ordering::Relaxed),
+        nested_inline: NESTED_INLINE.load(Ordering::Relaxed),
         starvation_warnings: STARVATION_WARNINGS.load(Ordering::Relaxed),
     }
 }

@@ -1,0 +1,168 @@
+//! An annotated function awaited from another body's blocking code runs its blocking code right
+//! there, on the caller's blocking thread, without a hop of its own; caps stay exact. (Own test
+//! binary, tests run one after another: the hop counters are process-wide.)
+
+mod common;
+
+use std::sync::Mutex;
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use blocking_first::blocking_first;
+use blocking_first::limit::Limit;
+use common::*;
+
+/// The counters are process-wide: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[blocking_first]
+async fn inner() -> ThreadId {
+    assert_blocking_thread();
+    thread::current().id()
+}
+
+#[blocking_first]
+async fn outer() -> (ThreadId, ThreadId) {
+    assert_blocking_thread();
+    let here = thread::current().id();
+    (here, inner().await)
+}
+
+#[blocking_first]
+async fn two_levels() -> (ThreadId, ThreadId, ThreadId) {
+    let here = thread::current().id();
+    let (middle, innermost) = outer().await;
+    (here, middle, innermost)
+}
+
+#[blocking_first]
+async fn inner_with_a_region() -> u32 {
+    let waited = io! {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        1
+    };
+    assert_blocking_thread();
+    waited + 1
+}
+
+#[blocking_first]
+async fn outer_of_a_region() -> u32 {
+    let value = inner_with_a_region().await;
+    assert_blocking_thread();
+    value
+}
+
+static ONE: Limit = Limit::new("one", 1);
+static OTHER: Limit = Limit::new("other", 1);
+
+#[blocking_first(limit = ONE)]
+async fn inner_one() -> usize {
+    ONE.stats().in_use
+}
+
+#[blocking_first(limit = ONE)]
+async fn outer_one() -> usize {
+    inner_one().await
+}
+
+#[blocking_first(limit = OTHER)]
+async fn inner_other() -> (usize, usize) {
+    (ONE.stats().in_use, OTHER.stats().in_use)
+}
+
+#[blocking_first(limit = ONE)]
+async fn outer_one_inner_other() -> (usize, usize) {
+    inner_other().await
+}
+
+async fn with_hops<F: std::future::Future>(body: F) -> (F::Output, u64) {
+    let before = blocking_first::stats().hops;
+    let value = body.await;
+    (value, blocking_first::stats().hops - before)
+}
+
+#[test]
+fn a_nested_call_runs_on_the_callers_thread_with_one_hop_in_all() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    on_both_flavors(|| async {
+        let ((outer_thread, inner_thread), hops) = with_hops(outer()).await;
+        assert_eq!(
+            outer_thread, inner_thread,
+            "the inner body ran on the caller's thread"
+        );
+        assert_eq!(hops, 1, "nested call: one hop in total");
+        let ((a, b, c), hops) = with_hops(two_levels()).await;
+        assert!(a == b && b == c, "two levels deep, one thread");
+        assert_eq!(hops, 1, "two levels deep: one hop in total");
+        let (value, hops) = with_hops(outer_of_a_region()).await;
+        assert_eq!(value, 2);
+        assert_eq!(
+            hops, 2,
+            "the inner region's wait costs its usual hop back, nothing more"
+        );
+    });
+}
+
+#[test]
+fn a_limit_of_one_shared_by_outer_and_inner_neither_deadlocks_nor_exceeds_it() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    on_both_flavors(|| async {
+        ONE.reset_peak();
+        let (in_use, hops) = with_hops(outer_one()).await;
+        assert_eq!(in_use, 1, "the inner body runs under the outer body's slot");
+        assert_eq!(hops, 1);
+        assert_eq!(ONE.stats().peak, 1);
+    });
+}
+
+#[test]
+fn an_inner_body_with_its_own_limit_takes_a_slot_of_it_or_hops() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    on_both_flavors(|| async {
+        // A free slot of its own limit: taken without a hop.
+        let ((one, other), hops) = with_hops(outer_one_inner_other()).await;
+        assert_eq!((one, other), (1, 1), "a slot of each limit");
+        assert_eq!(hops, 1);
+
+        // Its own limit full: it waits for a slot holding no thread and no slot of the outer
+        // limit, then runs on the caller's thread under both; neither cap is exceeded.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = tokio::spawn(hold_other(ready_tx, release_rx));
+        ready_rx.await.unwrap();
+        let waiter = tokio::spawn(with_hops(outer_one_inner_other()));
+        while OTHER.stats().waiting == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            ONE.stats().in_use,
+            0,
+            "the outer body waits holding no slot of its own"
+        );
+        release.send(()).unwrap();
+        holder.await.unwrap();
+        let ((one, other), hops) = waiter.await.unwrap();
+        assert_eq!((one, other), (1, 1), "after the wait, a slot of each limit");
+        assert_eq!(
+            hops, 2,
+            "the wait costs the outer body one hop back, nothing more"
+        );
+        assert_eq!((ONE.stats().peak, OTHER.stats().peak), (1, 1));
+    });
+}
+
+/// Holds `OTHER`'s only slot until told to let go.
+#[blocking_first(limit = OTHER)]
+async fn hold_other(
+    ready: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+) {
+    ready.send(()).unwrap();
+    tokio::runtime::Handle::current().block_on(release).unwrap();
+}
