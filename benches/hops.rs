@@ -1,25 +1,32 @@
-//! What a `#[blocking_first]` body costs, next to the tools it replaces.
+//! What a `#[blocking_first]` body costs a handler, next to the tools it replaces, measured
+//! interleaved.
 //!
-//! Every benchmark runs on a two-worker multi-thread tokio runtime, from a task on a worker (as an
-//! axum handler would), except the `parallel` group, whose loops run inside a blocking thread.
-//! The list runs three times in a row (criterion groups `hops`, `hops-round2`, `hops-round3`).
-//! Afterwards each median is printed as a ratio to the bare `spawn_blocking(|| ()).await` round
-//! trip of the same round (measured first and last in the round; the ratio uses the mean of the
-//! two), with the median ratio over the rounds and the hops per call counted by the driver's own
-//! counters (`blocking_first::stats()`), as a markdown table also written to
-//! `<criterion dir>/hops/ratios.md`.
+//! ```sh
+//! cargo bench --bench hops                        # 320 rounds, writes docs/bench/hops.md
+//! BENCH_ROUNDS=40 cargo bench --bench hops        # a quicker look
+//! cargo bench --bench hops -- --calls no_region 1000   # just run calls (for scripts/callgrind.sh)
+//! ```
 //!
-//! `cargo bench --bench hops` (a filter argument runs a subset, as with any criterion bench).
+//! Each round times a batch of calls of every variant, in an order rotated by one every round,
+//! with the floor -- a bare `spawn_blocking(|| ()).await` round trip -- measured first and last.
+//! A variant's ratio in a round is its time per call over the mean of that round's two floors,
+//! so a machine that drifts moves both sides of the ratio together. Reported per variant: the
+//! median time per call, the median ratio and its interquartile range over all rounds, and the
+//! driver's hops per call (from `blocking_first::stats()` over a separate pass).
+//!
+//! Calls are awaited one after another from a task on a runtime worker of a two-worker
+//! runtime, as a handler's caller would: each call starts from a worker and ends back on it.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
-use criterion::Criterion;
 use tokio::runtime::Runtime;
 
 /// A capped limit, to see what taking a slot adds to a hop.
@@ -35,7 +42,7 @@ async fn no_region_capped() -> u64 {
     black_box(1)
 }
 
-/// blocking → io → blocking, the io part suspending once: two hops onto the blocking pool.
+/// blocking → io → blocking, the io part really waiting once (a yield): two hops.
 #[blocking_first]
 async fn io_round_trip() -> u64 {
     let before = black_box(1);
@@ -51,14 +58,37 @@ async fn io_without_suspension() -> u64 {
     black_box(before + ready)
 }
 
+/// An annotated handler that awaits another one from its blocking code.
+#[blocking_first]
+async fn nested_1() -> u64 {
+    black_box(no_region().await + 1)
+}
+
+/// Two levels of nesting.
+#[blocking_first]
+async fn nested_2() -> u64 {
+    black_box(nested_1().await + 1)
+}
+
+/// A handler with no blocking work at all, annotated anyway.
+#[blocking_first]
+async fn format_annotated(id: u64) -> String {
+    format!("note {id}")
+}
+
+/// The same handler as a plain async fn: what not annotating costs.
+async fn format_plain(id: u64) -> String {
+    format!("note {id}")
+}
+
 #[inline(never)]
 fn trivial(x: u64) -> u64 {
     black_box(x)
 }
 
-/// `iters` rounds of `parallel!` over three trivial branches, timed inside the body.
+/// `parallel!` over three trivial branches, from a blocking thread.
 #[blocking_first]
-async fn parallel_loop(iters: u64) -> Duration {
+async fn parallel_3(iters: u64) -> Duration {
     let start = Instant::now();
     for i in 0..iters {
         black_box(parallel! { trivial(i), trivial(i + 1), trivial(i + 2) });
@@ -66,19 +96,9 @@ async fn parallel_loop(iters: u64) -> Duration {
     start.elapsed()
 }
 
-/// The same three calls one after another, timed inside the body.
+/// `std::thread::scope` with three trivial threads, from a blocking thread.
 #[blocking_first]
-async fn sequential_loop(iters: u64) -> Duration {
-    let start = Instant::now();
-    for i in 0..iters {
-        black_box((trivial(i), trivial(i + 1), trivial(i + 2)));
-    }
-    start.elapsed()
-}
-
-/// The same three calls on three new threads of `std::thread::scope`, timed inside the body.
-#[blocking_first]
-async fn thread_scope_loop(iters: u64) -> Duration {
+async fn thread_scope_3(iters: u64) -> Duration {
     let start = Instant::now();
     for i in 0..iters {
         black_box(std::thread::scope(|s| {
@@ -95,31 +115,50 @@ async fn bare_spawn_blocking() {
     tokio::task::spawn_blocking(|| black_box(())).await.unwrap();
 }
 
-/// `block_in_place` followed by a yield, as in a handler that awaits between blocking calls.
-///
-/// Without the yield, every call after the first would find the worker's core already handed off
-/// and run the closure in place for free: a loop of back-to-back calls measures nothing real.
+/// `block_in_place` followed by a yield, as in a handler that awaits between blocking calls
+/// (without the yield, back-to-back calls find the core handed off already and cost nothing).
 async fn block_in_place_then_yield() -> u64 {
     let value = tokio::task::block_in_place(|| black_box(1));
     tokio::task::yield_now().await;
     value
 }
 
-/// The yield alone, to subtract from the row above.
-async fn yield_now() {
-    tokio::task::yield_now().await;
+/// The machine's thread-wake floor: a round trip between two threads over channels.
+fn ping_pong(iters: u64) -> Duration {
+    let (to_echo, echo_rx) = mpsc::channel::<u64>();
+    let (to_main, main_rx) = mpsc::channel::<u64>();
+    let echo = std::thread::spawn(move || {
+        while let Ok(v) = echo_rx.recv() {
+            if to_main.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    for i in 0..iters {
+        to_echo.send(i).unwrap();
+        black_box(main_rx.recv().unwrap());
+    }
+    let elapsed = start.elapsed();
+    drop(to_echo);
+    echo.join().unwrap();
+    elapsed
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+type Timed = Pin<Box<dyn Future<Output = Duration> + Send>>;
+
+/// One variant: how to time `iters` calls of it.
+struct Variant {
+    id: &'static str,
+    what: &'static str,
+    /// Times `iters` calls.
+    run: fn(&Runtime, u64) -> Duration,
+    /// Whether hops per call mean anything here.
+    counts_hops: bool,
 }
 
 /// Times `iters` sequential awaits of `call()` from a task on a runtime worker.
-fn time_on_worker<F, Fut>(rt: &Runtime, iters: u64, call: F) -> Duration
+fn on_worker<F, Fut>(rt: &Runtime, iters: u64, call: F) -> Duration
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future + Send,
@@ -135,314 +174,269 @@ where
 }
 
 /// Runs a body that times its own loop, from a task on a runtime worker.
-fn time_in_body<Fut>(rt: &Runtime, body: Fut) -> Duration
-where
-    Fut: Future<Output = Duration> + Send + 'static,
-{
+fn in_body(rt: &Runtime, body: Timed) -> Duration {
     rt.block_on(rt.spawn(body)).unwrap()
 }
 
-/// One row of the results: a benchmark id, what it measures, and the driver's counters per call.
-struct Row {
-    id: &'static str,
-    what: &'static str,
-    counters: Option<Counters>,
+fn variants() -> Vec<Variant> {
+    vec![
+        Variant {
+            id: "no_region",
+            what: "`#[blocking_first]` body, no region",
+            run: |rt, n| on_worker(rt, n, no_region),
+            counts_hops: true,
+        },
+        Variant {
+            id: "no_region_capped",
+            what: "same, under a `Limit` of 4 slots",
+            run: |rt, n| on_worker(rt, n, no_region_capped),
+            counts_hops: true,
+        },
+        Variant {
+            id: "io_round_trip",
+            what: "blocking → `io! { yield_now().await }` → blocking",
+            run: |rt, n| on_worker(rt, n, io_round_trip),
+            counts_hops: true,
+        },
+        Variant {
+            id: "io_without_suspension",
+            what: "blocking → `io! { ready(2).await }` (never suspends) → blocking",
+            run: |rt, n| on_worker(rt, n, io_without_suspension),
+            counts_hops: true,
+        },
+        Variant {
+            id: "nested_1",
+            what: "an annotated body awaiting another from its blocking code",
+            run: |rt, n| on_worker(rt, n, nested_1),
+            counts_hops: true,
+        },
+        Variant {
+            id: "nested_2",
+            what: "two levels of that",
+            run: |rt, n| on_worker(rt, n, nested_2),
+            counts_hops: true,
+        },
+        Variant {
+            id: "format_annotated",
+            what: "a handler with no blocking work (`format!`), annotated",
+            run: |rt, n| on_worker(rt, n, || format_annotated(7)),
+            counts_hops: true,
+        },
+        Variant {
+            id: "format_plain",
+            what: "the same handler as a plain `async fn`",
+            run: |rt, n| on_worker(rt, n, || format_plain(7)),
+            counts_hops: true,
+        },
+        Variant {
+            id: "block_in_place_then_yield",
+            what: "`block_in_place(|| ..)` on a worker, then `yield_now().await`",
+            run: |rt, n| on_worker(rt, n, block_in_place_then_yield),
+            counts_hops: false,
+        },
+        Variant {
+            id: "yield_now",
+            what: "`yield_now().await` alone (to subtract from the row above)",
+            run: |rt, n| on_worker(rt, n, tokio::task::yield_now),
+            counts_hops: false,
+        },
+        Variant {
+            id: "parallel_3",
+            what: "`parallel!` of 3 trivial branches, inside a blocking thread",
+            run: |rt, n| in_body(rt, Box::pin(parallel_3(n))),
+            counts_hops: false,
+        },
+        Variant {
+            id: "thread_scope_3",
+            what: "`std::thread::scope` with 3 trivial threads, inside a blocking thread",
+            run: |rt, n| in_body(rt, Box::pin(thread_scope_3(n))),
+            counts_hops: false,
+        },
+        Variant {
+            id: "ping_pong",
+            what: "two threads passing a value back and forth (the thread-wake floor)",
+            run: |_, n| ping_pong(n),
+            counts_hops: false,
+        },
+    ]
 }
 
-/// Driver counters per call, from `blocking_first::stats()` deltas over a checking pass.
-#[derive(Clone, Copy)]
-struct Counters {
-    hops: f64,
-    dispatched: f64,
-    inline: f64,
-}
+const FLOOR: Variant = Variant {
+    id: "spawn_blocking",
+    what: "bare `spawn_blocking(|| ()).await` round trip (the floor)",
+    run: |rt, n| on_worker(rt, n, bare_spawn_blocking),
+    counts_hops: false,
+};
 
-/// Runs `calls` calls of `call` and returns the driver's counters per call.
-fn count<F, Fut>(rt: &Runtime, calls: u64, call: F) -> Counters
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future + Send,
-{
-    let before = blocking_first::stats();
-    time_on_worker(rt, calls, call);
-    let after = blocking_first::stats();
-    let per_call = |delta: u64| delta as f64 / calls as f64;
-    Counters {
-        hops: per_call(after.hops - before.hops),
-        dispatched: per_call(after.parallel_dispatched - before.parallel_dispatched),
-        inline: per_call(after.parallel_inline - before.parallel_inline),
-    }
-}
+/// Calls per variant per round.
+const BATCH: u64 = 100;
 
-/// Counters of one `parallel!`-style loop body of `iters` rounds, per round.
-fn count_loop<Fut>(rt: &Runtime, iters: u64, body: Fut) -> Counters
-where
-    Fut: Future<Output = Duration> + Send + 'static,
-{
-    let before = blocking_first::stats();
-    time_in_body(rt, body);
-    let after = blocking_first::stats();
-    let per_round = |delta: u64| delta as f64 / iters as f64;
-    Counters {
-        hops: per_round(after.hops - before.hops),
-        dispatched: per_round(after.parallel_dispatched - before.parallel_dispatched),
-        inline: per_round(after.parallel_inline - before.parallel_inline),
-    }
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--calls") {
+        return calls_only(
+            &args[at + 1],
+            args[at + 2].parse().expect("a number of calls"),
+        );
+    }
+    // `cargo bench` passes `--bench`; a bare filter argument is not supported here.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(320);
     let started = SystemTime::now();
+    let load_before = load_average();
     let rt = runtime();
-    let checks = 2_000;
-    let rows = vec![
-        Row {
-            id: "spawn_blocking",
-            what: "bare `spawn_blocking(|| ()).await` round trip (the floor)",
-            counters: Some(count(&rt, checks, bare_spawn_blocking)),
-        },
-        Row {
-            id: "no_region",
-            what: "`#[blocking_first]` body, no region",
-            counters: Some(count(&rt, checks, no_region)),
-        },
-        Row {
-            id: "no_region_capped",
-            what: "same, under a `Limit` of 4 slots",
-            counters: Some(count(&rt, checks, no_region_capped)),
-        },
-        Row {
-            id: "io_round_trip",
-            what: "blocking → `io! { yield_now().await }` → blocking",
-            counters: Some(count(&rt, checks, io_round_trip)),
-        },
-        Row {
-            id: "io_without_suspension",
-            what: "blocking → `io! { ready(2).await }` (never suspends) → blocking",
-            counters: Some(count(&rt, checks, io_without_suspension)),
-        },
-        Row {
-            id: "block_in_place_then_yield",
-            what: "`block_in_place(|| ..)` on a worker, then `yield_now().await`",
-            counters: None,
-        },
-        Row {
-            id: "yield_now",
-            what: "`yield_now().await` alone (to subtract from the row above)",
-            counters: None,
-        },
-        Row {
-            id: "parallel_3",
-            what: "`parallel!` of 3 trivial branches, inside a blocking thread",
-            counters: Some(count_loop(&rt, checks, parallel_loop(checks))),
-        },
-        Row {
-            id: "sequential_3",
-            what: "3 trivial calls in sequence, inside a blocking thread",
-            counters: Some(count_loop(&rt, checks, sequential_loop(checks))),
-        },
-        Row {
-            id: "thread_scope_3",
-            what: "`std::thread::scope` with 3 trivial threads, inside a blocking thread",
-            counters: Some(count_loop(&rt, checks, thread_scope_loop(checks))),
-        },
-        Row {
-            id: "spawn_blocking_again",
-            what: "the floor measured again, last in the round",
-            counters: Some(count(&rt, checks, bare_spawn_blocking)),
-        },
-    ];
+    let variants = variants();
 
-    let mut criterion = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(40)
-        .configure_from_args();
-    // The whole list runs several times in a row: a drift of the machine (other processes on
-    // its few cores) then shows as a spread between rounds instead of a skewed ratio.
-    let groups: Vec<String> = (1..=ROUNDS).map(group_name).collect();
-    for group in &groups {
-        bench_all(&mut criterion, group, &rt);
-    }
-    criterion.final_summary();
-
-    report(&rows, &groups, started);
-}
-
-const ROUNDS: usize = 3;
-
-fn group_name(round: usize) -> String {
-    if round == 1 {
-        "hops".to_string()
-    } else {
-        format!("hops-round{round}")
-    }
-}
-
-fn bench_all(criterion: &mut Criterion, name: &str, rt: &Runtime) {
-    let mut group = criterion.benchmark_group(name);
-    group.bench_function("spawn_blocking", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, bare_spawn_blocking))
-    });
-    group.bench_function("no_region", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, no_region))
-    });
-    group.bench_function("no_region_capped", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, no_region_capped))
-    });
-    group.bench_function("io_round_trip", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, io_round_trip))
-    });
-    group.bench_function("io_without_suspension", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, io_without_suspension))
-    });
-    group.bench_function("block_in_place_then_yield", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, block_in_place_then_yield))
-    });
-    group.bench_function("yield_now", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, yield_now))
-    });
-    group.bench_function("parallel_3", |b| {
-        b.iter_custom(|iters| time_in_body(rt, parallel_loop(iters)))
-    });
-    group.bench_function("sequential_3", |b| {
-        b.iter_custom(|iters| time_in_body(rt, sequential_loop(iters)))
-    });
-    group.bench_function("thread_scope_3", |b| {
-        b.iter_custom(|iters| time_in_body(rt, thread_scope_loop(iters)))
-    });
-    group.bench_function("spawn_blocking_again", |b| {
-        b.iter_custom(|iters| time_on_worker(rt, iters, bare_spawn_blocking))
-    });
-    group.finish();
-}
-
-/// Where criterion writes its results: the same rule criterion itself follows.
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(target).join("criterion");
-    }
-    let metadata = std::env::var_os("CARGO").and_then(|cargo| {
-        Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--no-deps"])
-            .output()
-            .ok()
-    });
-    metadata
-        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
-        .and_then(|meta| meta["target_directory"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("target"))
-        .join("criterion")
-}
-
-/// The median and its 95% confidence interval, in nanoseconds, if this run measured `id`.
-fn median(dir: &Path, group: &str, id: &str, run_started: SystemTime) -> Option<(f64, f64, f64)> {
-    let path = dir.join(group).join(id).join("new").join("estimates.json");
-    let fresh = std::fs::metadata(&path)
-        .and_then(|meta| meta.modified())
-        .is_ok_and(|modified| modified >= run_started);
-    if !fresh {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    let median = &json["median"];
-    Some((
-        median["point_estimate"].as_f64()?,
-        median["confidence_interval"]["lower_bound"].as_f64()?,
-        median["confidence_interval"]["upper_bound"].as_f64()?,
-    ))
-}
-
-fn report(rows: &[Row], groups: &[String], run_started: SystemTime) {
-    let dir = criterion_dir();
-    // Per round: the floor is measured first and last; ratios use the mean of the two.
-    let floors: Vec<Option<f64>> = groups
+    // Hops per call, and a warm-up of every variant.
+    let hops: Vec<Option<f64>> = variants
         .iter()
-        .map(|group| {
-            let both: Vec<f64> = ["spawn_blocking", "spawn_blocking_again"]
-                .iter()
-                .filter_map(|id| median(&dir, group, id, run_started).map(|(m, ..)| m))
-                .collect();
-            (!both.is_empty()).then(|| both.iter().sum::<f64>() / both.len() as f64)
+        .map(|variant| {
+            let before = blocking_first::stats().hops;
+            (variant.run)(&rt, 1_000);
+            let delta = blocking_first::stats().hops - before;
+            variant.counts_hops.then(|| delta as f64 / 1_000.0)
         })
         .collect();
-    if floors.iter().all(Option::is_none) {
-        println!("(the spawn_blocking benchmarks did not run: no ratios to print)");
-        return;
+    (FLOOR.run)(&rt, 1_000);
+
+    let n = variants.len();
+    let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut floors = Vec::new();
+    let nanos = |d: Duration| d.as_nanos() as f64 / BATCH as f64;
+    for round in 0..rounds {
+        let first = nanos((FLOOR.run)(&rt, BATCH));
+        let mut times = vec![0.0; n];
+        for k in 0..n {
+            let i = (round + k) % n;
+            times[i] = nanos((variants[i].run)(&rt, BATCH));
+        }
+        let last = nanos((FLOOR.run)(&rt, BATCH));
+        let floor = (first + last) / 2.0;
+        floors.push(floor);
+        for i in 0..n {
+            per_call[i].push(times[i]);
+            ratios[i].push(times[i] / floor);
+        }
     }
-    let mut table = format!(
-        "| benchmark | what | median per round ({rounds} rounds) | ratio to the floor per round \
-         | median ratio | hops/call | parallel branches dispatched / inline per call |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
-        rounds = groups.len(),
+
+    let elapsed = started.elapsed().unwrap_or_default();
+    let table = table(&variants, &per_call, &ratios, &hops, &floors);
+    println!("{table}");
+    let header = header(rounds, elapsed, load_before, load_average());
+    let doc = format!(
+        "# Microbenchmarks: hops\n\n```sh\ncargo bench --bench hops\n```\n\n{header}\n{table}"
     );
-    for row in rows {
-        let mut medians = Vec::new();
-        let mut ratios = Vec::new();
-        for (group, floor) in groups.iter().zip(&floors) {
-            if let Some((m, ..)) = median(&dir, group, row.id, run_started) {
-                medians.push(m);
-                if let Some(floor) = floor {
-                    ratios.push(m / floor);
-                }
-            }
-        }
-        if medians.is_empty() {
-            continue;
-        }
-        let (hops, branches) = match row.counters {
-            Some(c) => (
-                format!("{:.2}", c.hops),
-                format!("{:.2} / {:.2}", c.dispatched, c.inline),
-            ),
-            None => ("n/a".to_string(), "n/a".to_string()),
-        };
-        let list = |values: &[f64], show: &dyn Fn(f64) -> String| {
-            values
-                .iter()
-                .map(|&v| show(v))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        table.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} |\n",
-            row.id,
-            row.what.replace('|', "\\|"),
-            list(&medians, &micros),
-            list(&ratios, &|r| format!("{r:.2}")),
-            middle(&mut ratios).map_or("n/a".to_string(), |r| format!("**{r:.2}**")),
-            hops,
-            branches,
-        ));
-    }
-    println!("\n{table}");
-    let out = dir.join("hops").join("ratios.md");
-    match std::fs::write(&out, &table) {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench/hops.md");
+    match std::fs::write(&out, doc) {
         Ok(()) => println!("written to {}", out.display()),
-        Err(err) => println!("could not write {}: {err}", out.display()),
+        Err(err) => eprintln!("could not write {}: {err}", out.display()),
     }
 }
 
-/// The median of a few values.
-fn middle(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
+/// Runs `calls` calls of one variant and nothing else: for instruction counts.
+fn calls_only(id: &str, calls: u64) {
+    let rt = runtime();
+    let all = variants();
+    let variant = std::iter::once(&FLOOR)
+        .chain(all.iter())
+        .find(|variant| variant.id == id)
+        .unwrap_or_else(|| panic!("no variant `{id}`"));
+    (variant.run)(&rt, calls);
+}
+
+fn table(
+    variants: &[Variant],
+    per_call: &[Vec<f64>],
+    ratios: &[Vec<f64>],
+    hops: &[Option<f64>],
+    floors: &[f64],
+) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| benchmark | what | median per call | median ratio to the floor | ratio p25–p75 | hops/call |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    let mut sorted_floors = floors.to_vec();
+    let (floor_median, _, _) = quartiles(&mut sorted_floors);
+    let _ = writeln!(
+        out,
+        "| `{}` | {} | {} | **1.00** | – | – |",
+        FLOOR.id,
+        FLOOR.what.replace('|', "\\|"),
+        micros(floor_median),
+    );
+    for (i, variant) in variants.iter().enumerate() {
+        let (time, _, _) = quartiles(&mut per_call[i].clone());
+        let (ratio, p25, p75) = quartiles(&mut ratios[i].clone());
+        let hops = hops[i].map_or("–".to_string(), |h| format!("{h:.2}"));
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | **{ratio:.2}** | {p25:.2}–{p75:.2} | {hops} |",
+            variant.id,
+            variant.what.replace('|', "\\|"),
+            micros(time),
+        );
     }
+    out
+}
+
+/// Median, 25th and 75th percentile.
+fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    })
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
 }
 
 fn micros(nanos: f64) -> String {
     if nanos < 1_000.0 {
-        format!("{nanos:.2} ns")
+        format!("{nanos:.0} ns")
     } else {
         format!("{:.2} µs", nanos / 1_000.0)
     }
+}
+
+fn header(rounds: usize, elapsed: Duration, before: String, after: String) -> String {
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .ok()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "- date: {}; whole run {:.0?}\n\
+         - machine: `nproc` = {}; CPU: {}; kernel {}; {}\n\
+         - load average (1/5/15 min) before: {before}; after: {after}\n\
+         - {rounds} rounds; each round times {BATCH} calls of every variant, in an order rotated \
+           by one every round, between two measurements of the floor; ratio = time per call / \
+           mean of the round's two floors; median and interquartile range over the rounds. \
+           hops/call: `blocking_first::stats()` over 1000 calls before the rounds.\n\
+         - calls are awaited one after another from a task on a worker of a 2-worker \
+           multi-thread runtime; the `_3` rows loop inside a blocking thread; `ping_pong` runs \
+           on plain threads\n",
+        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        elapsed,
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs"),
+        sh("uname -r"),
+        sh("rustc --version"),
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "n/a".into())
 }
