@@ -116,6 +116,10 @@ struct Gen<'r> {
 
 const LEAVES: &[&str] = &[
     "1",
+    // Locals named like the regions, next to a `!` that is not a region's (`!=`): no region.
+    "(io != 0)",
+    "(parallel!= io)",
+    "!io",
     "x",
     "name.len()",
     "()",
