@@ -2,7 +2,7 @@
 //! client concurrencies. See `--help` and `docs/bench/loadbench.md`.
 //!
 //! ```text
-//! cargo run --release --example loadbench -- [--pg postgres://postgres@127.0.0.1:54329/app]
+//! cargo run --release -p blocking-first-bench -- [--pg postgres://postgres@127.0.0.1:54329/app]
 //! ```
 
 mod args;

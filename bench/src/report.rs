@@ -68,7 +68,7 @@ pub struct Environment {
 impl Environment {
     pub fn capture(_args: &Args) -> Environment {
         let argv: Vec<String> = std::env::args().skip(1).map(|a| shell_quote(&a)).collect();
-        let mut command = String::from("cargo run --release --example loadbench");
+        let mut command = String::from("cargo run --release -p blocking-first-bench");
         if !argv.is_empty() {
             command.push_str(" -- ");
             command.push_str(&argv.join(" "));

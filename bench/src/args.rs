@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::variants::Variant;
 
 pub const USAGE: &str = "\
-cargo run --release --example loadbench -- [flags]
+cargo run --release -p blocking-first-bench -- [flags]
 
 One handler (a blocking database read step, a call to a local upstream, a blocking database
 write) written six ways, served on 127.0.0.1 and loaded at several concurrencies.
