@@ -11,6 +11,29 @@
 /// - `limit = PATH`: the `static` [`Limit`](limit::Limit) whose slots this function's blocking
 ///   code takes (default: [`limit::global()`]).
 /// - `crate = path`: where this crate is, if it was renamed in `Cargo.toml`.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use blocking_first::blocking_first;
+/// use blocking_first::limit::Limit;
+///
+/// static DB: Limit = Limit::new("db", 4);
+///
+/// #[blocking_first(limit = DB)]
+/// async fn word_count(text: String) -> usize {
+///     // Blocking code: on tokio's blocking pool, at most 4 bodies at once.
+///     let words = text.split_whitespace().count();
+///     // Async code: on the runtime, holding no thread (and no slot) while it waits.
+///     io! { tokio::time::sleep(Duration::from_millis(1)).await };
+///     words
+/// }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(word_count("one two three".into()).await, 3);
+/// }
+/// ```
 pub use blocking_first_macros::blocking_first;
 
 pub use blocking_first_runtime::limit;
@@ -18,7 +41,7 @@ pub use blocking_first_runtime::limit;
 #[allow(unused_imports)]
 pub use blocking_first_runtime::integrations::*;
 pub use blocking_first_runtime::parallel;
-pub use blocking_first_runtime::{Drive, EnterIo, LeaveIo, Mode, Stats, drive, reset_peak, stats};
+pub use blocking_first_runtime::{Stats, reset_peak, stats};
 
 #[doc(hidden)]
 pub use blocking_first_runtime::__private;
@@ -27,7 +50,28 @@ pub use blocking_first_runtime::__private;
 /// thread while they wait. Its value is the block's value.
 ///
 /// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function; the
-/// attribute rewrites it. Anywhere else this fallback reports the misuse.
+/// attribute rewrites it. Anywhere else this fallback reports the misuse. Inside it, `.await`,
+/// `?` and `return` work as in the function itself:
+///
+/// ```
+/// use blocking_first::blocking_first;
+///
+/// async fn fetch(id: u32) -> Result<String, std::io::Error> {
+///     tokio::task::yield_now().await;
+///     Ok(format!("note {id}"))
+/// }
+///
+/// #[blocking_first]
+/// async fn title(id: u32) -> Result<String, std::io::Error> {
+///     let text = io! { fetch(id).await? }; // a `?` here returns from `title`
+///     Ok(text.to_uppercase()) // blocking code again
+/// }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(title(7).await.unwrap(), "NOTE 7");
+/// }
+/// ```
 #[macro_export]
 macro_rules! io {
     ($($region:tt)*) => {
@@ -45,7 +89,24 @@ macro_rules! io {
 ///
 /// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function, outside
 /// `io!`; the attribute rewrites it. In other blocking code use [`parallel::scope`] or
-/// [`parallel::map`].
+/// [`parallel::map`]. Branches borrow the function's locals:
+///
+/// ```
+/// use blocking_first::blocking_first;
+///
+/// #[blocking_first]
+/// async fn stats(numbers: Vec<u64>) -> (u64, u64) {
+///     parallel! {
+///         numbers.iter().sum::<u64>(),          // both branches borrow `numbers`
+///         numbers.iter().copied().max().unwrap_or(0),
+///     }
+/// }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(stats(vec![3, 1, 4]).await, (8, 4));
+/// }
+/// ```
 #[macro_export]
 macro_rules! parallel {
     ($($branches:tt)*) => {

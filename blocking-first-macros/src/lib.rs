@@ -15,8 +15,9 @@ mod snapshots;
 
 use proc_macro::TokenStream;
 
-/// Runs an `async fn`'s body as blocking code on tokio's blocking pool, with `io! { }` regions
-/// on the runtime and `parallel! { }` branches side by side. See the `blocking-first` crate.
+// Documented where users see it: the re-export in the `blocking-first` crate (a doc comment here
+// would be shown there a second time).
+#[allow(missing_docs)]
 #[proc_macro_attribute]
 pub fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::blocking_first(args.into(), item.into()).into()

@@ -35,23 +35,11 @@ impl<T> fmt::Debug for Body<T> {
     }
 }
 
-/// Starts driving the body that `make` builds around its [`Mode`] handle.
-///
-/// `limit` is the [`Limit`] whose slots the body's blocking code takes (`None`: the global one).
-/// The body does not start before the returned future is first polled. This is what
-/// `#[blocking_first]` expands to; see the crate docs for the expansion.
-pub fn drive<F, Fut>(limit: Option<&'static Limit>, make: F) -> Drive<Fut::Output>
-where
-    F: FnOnce(Mode) -> Fut,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    drive_body(limit, |mode| Body(Box::pin(make(mode))))
-}
-
-/// [`drive`] for generated code, which boxes the body itself (in `body_must_be_send`, so that a
-/// non-`Send` body is reported there).
-#[doc(hidden)]
+/// Starts driving the body that `make` builds around its [`Mode`] handle; what
+/// `#[blocking_first]` expands to (`__private::drive`). The body is boxed by the caller, in
+/// `body_must_be_send`, so that a non-`Send` body is reported there. `limit`: the [`Limit`] whose
+/// slots the body's blocking code takes (`None`: the global one). The body does not start before
+/// the returned future is first polled.
 pub fn drive_body<F, T>(limit: Option<&'static Limit>, make: F) -> Drive<T>
 where
     F: FnOnce(Mode) -> Body<T>,
@@ -72,7 +60,7 @@ where
     }
 }
 
-/// The future returned by [`drive`]: resolves to the body's output.
+/// The future returned by [`drive_body`]: resolves to the body's output.
 ///
 /// Dropping it while the body runs blocking code lets that stretch finish, then drops the body on
 /// that blocking thread without running it further.

@@ -24,6 +24,4 @@ mod sync;
 mod ticket;
 mod watchdog;
 
-pub use driver::{Drive, drive};
-pub use mode::{EnterIo, LeaveIo, Mode};
 pub use stats::{Stats, reset_peak, stats};

@@ -75,6 +75,26 @@ pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
 /// bodies wait to come back from `io!` or an `.await`, a `WARN` event at target `blocking_first::starvation` names the limit and says what
 /// to do (at most once per limit every 30 s; counted in [`Stats::starvation_warnings`]).
 ///
+/// ```
+/// use blocking_first::blocking_first;
+/// use blocking_first::limit::Limit;
+///
+/// /// As many bodies in database code as the pool has connections.
+/// static DB: Limit = Limit::new("db", 8);
+///
+/// #[blocking_first(limit = DB)]
+/// async fn count(name: String) -> usize {
+///     name.len() // blocking code, at most 8 bodies at once
+/// }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(count("four".into()).await, 4);
+///     let stats = DB.stats();
+///     assert_eq!((stats.capacity, stats.in_use), (Some(8), 0));
+/// }
+/// ```
+///
 /// [`Stats::starvation_warnings`]: crate::Stats::starvation_warnings
 pub struct Limit {
     name: &'static str,

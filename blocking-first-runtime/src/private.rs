@@ -2,8 +2,8 @@
 
 use std::future::Future;
 
-pub use crate::driver::{Body, drive_body as drive};
-pub use crate::mode::Mode;
+pub use crate::driver::{Body, Drive, drive_body as drive};
+pub use crate::mode::{EnterIo, LeaveIo, Mode};
 
 /// Boxes the body. Its bound is the only place the body is required to be `Send`, so a body that
 /// is not fails with this function's name in the error: the body moves between the runtime and

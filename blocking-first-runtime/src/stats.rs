@@ -48,6 +48,15 @@ pub struct Stats {
 }
 
 /// Reads the process-wide counters.
+///
+/// ```
+/// # use blocking_first_runtime as blocking_first;
+/// let before = blocking_first::stats();
+/// // ... serve some requests ...
+/// let after = blocking_first::stats();
+/// assert!(after.hops >= before.hops);
+/// println!("hops so far: {}, bodies in blocking code now: {}", after.hops, after.in_blocking);
+/// ```
 pub fn stats() -> Stats {
     Stats {
         hops: HOPS.load(Ordering::Relaxed),
