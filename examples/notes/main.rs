@@ -26,8 +26,9 @@ Usage: cargo run --example notes -- [OPTIONS]
 
 Options:
   --listen ADDR                 where the notes service listens [127.0.0.1:3000]
-  --db PATH                     the SQLite file, created and seeded if needed
-                                [<temp dir>/blocking-first-notes.sqlite]
+  --db PATH                     the SQLite file, created and seeded if needed, kept
+                                between runs [default: a fresh one each run,
+                                <temp dir>/blocking-first-notes.sqlite]
   --cap N                       bodies in database code at once = pooled connections [4]
   --upstream URL                use this link-preview service instead of starting one
   --upstream-listen ADDR        where the started preview service listens [127.0.0.1:0]
@@ -42,6 +43,9 @@ Logs: RUST_LOG (default `info,notes=debug`).";
 struct Args {
     listen: SocketAddr,
     db: PathBuf,
+    /// Whether `--db` was given; without it the database starts fresh, so the output matches
+    /// README's.
+    db_given: bool,
     cap: usize,
     upstream: Option<String>,
     upstream_listen: SocketAddr,
@@ -54,6 +58,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
         db: std::env::temp_dir().join("blocking-first-notes.sqlite"),
+        db_given: false,
         cap: 4,
         upstream: None,
         upstream_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -75,7 +80,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         let millis = |value: &str| value.parse().map(Duration::from_millis);
         match flag.as_str() {
             "--listen" => parsed.listen = value.parse().map_err(|e| bad(&e))?,
-            "--db" => parsed.db = PathBuf::from(&value),
+            "--db" => {
+                parsed.db = PathBuf::from(&value);
+                parsed.db_given = true;
+            }
             "--cap" => match value.parse() {
                 Ok(0) => return Err(bad(&"the cap must be at least 1")),
                 Ok(cap) => parsed.cap = cap,
@@ -143,6 +151,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             (Some(started), url)
         }
     };
+    if !args.db_given {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = args.db.clone().into_os_string();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+        }
+    }
     let server = app::start(app::Config {
         listen: args.listen,
         db_path: args.db.clone(),
