@@ -6,7 +6,8 @@ use syn::visit_mut::{self, VisitMut};
 use syn::{Block, ItemFn, ReturnType, Type, parse_quote, parse_quote_spanned};
 
 use crate::args::Args;
-use crate::regions::{Names, Rewriter};
+use crate::regions::Rewriter;
+use crate::scan::Names;
 use crate::signature;
 
 pub(crate) fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStream {

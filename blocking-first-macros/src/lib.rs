@@ -9,6 +9,7 @@ mod expand;
 mod fuzz;
 mod parallel;
 mod regions;
+mod scan;
 mod signature;
 #[cfg(test)]
 mod snapshots;

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{Expr, Macro, Token, parse_quote_spanned};
 
-use crate::regions::{Finder, Kind, Names};
+use crate::scan::{Finder, Kind, Names, macro_span};
 
 pub(crate) fn expand(mac: &Macro, span: Span, names: &Names) -> syn::Result<Expr> {
     let branches: Vec<Expr> = mac
@@ -74,7 +74,7 @@ fn check(branches: &[Expr], span: Span, names: &Names) -> syn::Result<()> {
                     "`parallel!`"
                 };
                 errors.push(syn::Error::new(
-                    crate::regions::macro_span(&inner),
+                    macro_span(&inner),
                     format!(
                         "{what} cannot be used inside a `parallel!` branch: a branch is a plain \
                          blocking closure; put the region before or after the `parallel!`{}",
