@@ -19,7 +19,6 @@
 //! assert_eq!(limit::global().capacity(), Some(32));
 //! ```
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +27,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+mod context;
+mod error;
+
+pub(crate) use context::{current, enter_context};
+pub use error::{CapacityError, CapacityErrorKind};
 
 use crate::stats;
 use crate::watchdog;
@@ -388,100 +393,4 @@ pub struct LimitStats {
     pub peak: usize,
     /// Bodies waiting for a slot now (they hold no thread).
     pub waiting: usize,
-}
-
-/// Why [`Limit::set_capacity`] (or sizing a pool by a limit) failed; nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapacityError {
-    name: &'static str,
-    kind: CapacityErrorKind,
-}
-
-/// What [`CapacityError`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CapacityErrorKind {
-    /// A slot was taken or awaited: capacities change at start-up, before any body runs.
-    InUse,
-    /// The capacity asked for is above the largest one accepted.
-    TooLarge {
-        /// [`MAX_CAPACITY`].
-        max: usize,
-    },
-    /// A connection pool sized by this limit is alive; its size and the cap must agree.
-    SizesPool,
-    /// A pool cannot be sized by a limit without a cap.
-    Unbounded,
-}
-
-impl CapacityError {
-    /// What went wrong.
-    pub fn kind(&self) -> CapacityErrorKind {
-        self.kind
-    }
-
-    /// The name of the limit.
-    pub fn limit_name(&self) -> &'static str {
-        self.name
-    }
-}
-
-impl fmt::Display for CapacityError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.name;
-        match self.kind {
-            CapacityErrorKind::InUse => write!(
-                f,
-                "the capacity of limit `{name}` can only change while no body uses it: set it at \
-                 start-up"
-            ),
-            CapacityErrorKind::TooLarge { max } => write!(
-                f,
-                "limit `{name}` cannot have more than {max} slots; use 0 for no cap"
-            ),
-            CapacityErrorKind::SizesPool => write!(
-                f,
-                "limit `{name}` sizes a connection pool, so its capacity cannot change while the \
-                 pool is alive: set the capacity before building the pool"
-            ),
-            CapacityErrorKind::Unbounded => write!(
-                f,
-                "limit `{name}` has no cap, so it cannot size a connection pool: give it one \
-                 (`Limit::new(\"{name}\", N)` or `set_capacity(N)`) before building the pool"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CapacityError {}
-
-thread_local! {
-    /// The limit of the body whose blocking code this thread runs, for `parallel` branches.
-    static CURRENT: Cell<Option<&'static Limit>> = const { Cell::new(None) };
-}
-
-/// The limit of the body running blocking code on this thread, if any.
-pub(crate) fn current() -> Option<&'static Limit> {
-    CURRENT.get()
-}
-
-/// Holds `slot` and makes its limit [`current`] on this thread until dropped.
-pub(crate) fn enter_context(slot: Slot) -> SlotContext {
-    let previous = CURRENT.replace(Some(slot.limit()));
-    SlotContext {
-        _slot: slot,
-        previous,
-    }
-}
-
-/// Guard from [`enter_context`].
-pub(crate) struct SlotContext {
-    _slot: Slot,
-    previous: Option<&'static Limit>,
-}
-
-impl Drop for SlotContext {
-    fn drop(&mut self) {
-        CURRENT.set(self.previous);
-    }
 }
