@@ -5,6 +5,7 @@
 
 mod args;
 mod expand;
+mod forbid;
 #[cfg(test)]
 mod fuzz;
 mod parallel;

@@ -10,6 +10,7 @@ use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{Block, Expr, Ident, Item, Label, Lifetime, Macro, Stmt, parse_quote_spanned};
 
+use crate::forbid::{Forbid, Place};
 use crate::parallel;
 use crate::scan::{
     Kind, Names, contains_await, contains_io, error_expr, hidden_region, macro_span,
@@ -266,16 +267,10 @@ impl VisitMut for Rewriter<'_> {
                     *expr = error;
                 }
             }
-            Expr::Closure(closure) => Forbid {
-                place: Place::Closure,
-                names: self.names,
-            }
-            .visit_expr_mut(&mut closure.body),
-            Expr::Async(block) => Forbid {
-                place: Place::AsyncBlock,
-                names: self.names,
-            }
-            .visit_block_mut(&mut block.block),
+            Expr::Closure(closure) => Forbid::new(Place::Closure, self.names, plain_region)
+                .visit_expr_mut(&mut closure.body),
+            Expr::Async(block) => Forbid::new(Place::AsyncBlock, self.names, plain_region)
+                .visit_block_mut(&mut block.block),
             Expr::Return(ret) => {
                 if let Some(value) = &mut ret.expr {
                     // `return io! { .. }` leaves the body anyway: no way back needed.
@@ -357,83 +352,14 @@ impl VisitMut for Rewriter<'_> {
                     .is_some_and(|seg| seg.ident == "blocking_first")
             });
             if !annotated {
-                Forbid {
-                    place: Place::NestedFn,
-                    names: self.names,
-                }
-                .visit_block_mut(&mut func.block);
+                Forbid::new(Place::NestedFn, self.names, plain_region)
+                    .visit_block_mut(&mut func.block);
             }
         }
     }
 }
 
-/// Where a region cannot be driven.
-#[derive(Clone, Copy)]
-enum Place {
-    Closure,
-    AsyncBlock,
-    NestedFn,
-}
-
-/// Replaces every region inside a closure, async block or nested function with an error that
-/// says what to do.
-struct Forbid<'a> {
-    place: Place,
-    names: &'a Names,
-}
-
-impl Forbid<'_> {
-    fn error(&self, mac: &Macro) -> Option<Expr> {
-        let kind = Kind::of(mac, &self.names.krate)?;
-        if self.names.plain {
-            // The function is already rejected: strip the region quietly instead of piling on.
-            return Some(Rewriter::new(self.names).region(mac, false));
-        }
-        let name = kind.name();
-        let message = match self.place {
-            Place::Closure => format!(
-                "`{name}` cannot be used inside a closure: the closure may run later or on \
-                 another thread; move the region into the body of the #[blocking_first] function"
-            ),
-            Place::AsyncBlock => format!(
-                "`{name}` cannot be used inside an async block: the block may run later or \
-                 elsewhere; move the region into the body of the #[blocking_first] function{}",
-                if kind == Kind::Io {
-                    " (an async block is async already: `.await` works in it directly)"
-                } else {
-                    ""
-                }
-            ),
-            Place::NestedFn => format!(
-                "`{name}` cannot be used inside a nested function: only the function carrying \
-                 #[blocking_first] is rewritten; put #[blocking_first] on the nested `async fn` \
-                 too, or move the region into the outer body"
-            ),
-        };
-        Some(error_expr(syn::Error::new(macro_span(mac), message)))
-    }
-}
-
-impl VisitMut for Forbid<'_> {
-    fn visit_expr_mut(&mut self, expr: &mut Expr) {
-        if let Expr::Macro(m) = expr {
-            if let Some(error) = self.error(&m.mac) {
-                *expr = error;
-                return;
-            }
-        }
-        visit_mut::visit_expr_mut(self, expr);
-    }
-
-    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
-        if let Stmt::Macro(m) = stmt {
-            if let Some(error) = self.error(&m.mac) {
-                *stmt = Stmt::Expr(error, m.semi_token);
-                return;
-            }
-        }
-        visit_mut::visit_stmt_mut(self, stmt);
-    }
-
-    fn visit_item_mut(&mut self, _item: &mut Item) {}
+/// A region turned into a plain block, for a function that is already rejected.
+fn plain_region(names: &Names, mac: &Macro) -> Expr {
+    Rewriter::new(names).region(mac, false)
 }
