@@ -150,8 +150,17 @@ async fn parks_forever(probe: DropProbe, parked: Arc<AtomicBool>) {
     std::future::pending::<()>().await;
 }
 
+/// Finishes with its probe as its value, once `go` is set (so the first poll surely sees it
+/// still running).
 #[blocking_first]
-async fn returns_its_probe(probe: DropProbe, finishing: Arc<AtomicBool>) -> DropProbe {
+async fn returns_its_probe(
+    probe: DropProbe,
+    go: Arc<AtomicBool>,
+    finishing: Arc<AtomicBool>,
+) -> DropProbe {
+    while !go.load(SeqCst) {
+        thread::sleep(Duration::from_millis(1));
+    }
     finishing.store(true, SeqCst);
     probe
 }
@@ -171,10 +180,11 @@ fn a_body_whose_stretch_ended_unseen_is_not_dropped_on_a_worker() {
                 dropped: dropped.clone(),
             };
             // Even rounds park on an `.await`; odd rounds finish with the probe as their value.
+            let go = Arc::new(AtomicBool::new(round % 2 == 0));
             let mut body: Pin<Box<dyn Future<Output = ()> + Send>> = if round % 2 == 0 {
                 Box::pin(parks_forever(probe, parked.clone()))
             } else {
-                let finishing = returns_its_probe(probe, parked.clone());
+                let finishing = returns_its_probe(probe, go.clone(), parked.clone());
                 Box::pin(async move { drop(finishing.await) })
             };
             // Poll once: the body hops onto the pool and parks there on its `.await`.
@@ -183,6 +193,7 @@ fn a_body_whose_stretch_ended_unseen_is_not_dropped_on_a_worker() {
                 Poll::Ready(())
             })
             .await;
+            go.store(true, SeqCst);
             while !parked.load(SeqCst) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
