@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::upstream::UpstreamConfig;
 
@@ -38,7 +40,7 @@ Options:
   --max-upload-bytes N          the largest attachment accepted [1048576]
   -h, --help                    this text
 
-Logs: RUST_LOG (default `info,notes=debug`).";
+Logs: RUST_LOG as `target=level` directives (default `info,notes=debug`).";
 
 struct Args {
     listen: SocketAddr,
@@ -125,12 +127,15 @@ async fn main() -> ExitCode {
         }
     };
     // Logs go to stderr, so stdout keeps only the addresses and the lines to try.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,notes=debug")),
-        )
+    // `RUST_LOG` as `target=level` directives (tracing-subscriber's `Targets`: no regex engine
+    // to build for a log filter).
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| "info,notes=debug".parse().expect("valid directives"));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
