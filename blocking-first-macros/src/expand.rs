@@ -3,7 +3,7 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::visit_mut::{self, VisitMut};
-use syn::{Block, ItemFn, ReturnType, Type, parse_quote, parse_quote_spanned};
+use syn::{Block, Ident, ItemFn, ReturnType, Type, parse_quote, parse_quote_spanned};
 
 use crate::args::Args;
 use crate::regions::Rewriter;
@@ -68,10 +68,27 @@ fn wrap(body: &Block, names: &Names, args: &Args) -> Block {
     };
     let span = body.brace_token.span.join();
     let private = quote_spanned!(span=> #krate::__private);
+    // The one place the body must be `Send`, written at the attribute: a body that is not gets
+    // "required by a bound in `body_must_be_send`" pointing at the user's `#[blocking_first]`.
+    let check = Ident::new(
+        "body_must_be_send",
+        Span::mixed_site().located_at(Span::call_site()),
+    );
+    let attr = Span::call_site();
+    let must_be_send = quote_spanned! {attr=>
+        fn #check<F>(body: F) -> #private::Body<F::Output>
+        where
+            F: ::core::future::Future + ::core::marker::Send + 'static,
+            F::Output: ::core::marker::Send + 'static,
+        {
+            #private::Body::new(::std::boxed::Box::pin(body))
+        }
+    };
     parse_quote_spanned! {span=>
         {
+            #must_be_send
             #private::drive(#limit, move |#mode: #private::Mode| {
-                #private::body_must_be_send(async move {
+                #check(async move {
                     // A body ending in `panic!()`/`todo!()` is a "diverging sub-expression" here.
                     #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let #ret: #ret_ty = #body;

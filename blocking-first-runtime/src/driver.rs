@@ -29,6 +29,15 @@ use crate::sync::Ordering;
 #[doc(hidden)]
 pub struct Body<T>(pub(crate) Pin<Box<dyn Future<Output = T> + Send + 'static>>);
 
+impl<T> Body<T> {
+    /// Wraps a boxed body. Generated code boxes it in a function of its own, `body_must_be_send`,
+    /// written at the user's `#[blocking_first]`: that function's bound is the only place the body
+    /// is required to be `Send`, so a body that is not is reported there, in the user's code.
+    pub fn new(body: Pin<Box<dyn Future<Output = T> + Send + 'static>>) -> Body<T> {
+        Body(body)
+    }
+}
+
 impl<T> fmt::Debug for Body<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Body")

@@ -1,9 +1,16 @@
 static DB: Limit = Limit::new("db", 4);
 async fn report(id: u32) -> impl IntoResponse {
+    fn body_must_be_send<F>(body: F) -> bf::__private::Body<F::Output>
+    where
+        F: ::core::future::Future + ::core::marker::Send + 'static,
+        F::Output: ::core::marker::Send + 'static,
+    {
+        bf::__private::Body::new(::std::boxed::Box::pin(body))
+    }
     bf::__private::drive(
             ::core::option::Option::Some(&DB),
             move |__bf: bf::__private::Mode| {
-                bf::__private::body_must_be_send(async move {
+                body_must_be_send(async move {
                     #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: _ = {
                         let rows = load(id);
@@ -22,10 +29,17 @@ async fn report(id: u32) -> impl IntoResponse {
 struct Service;
 impl Service {
     async fn refresh(self: Arc<Self>) {
+        fn body_must_be_send<F>(body: F) -> ::blocking_first::__private::Body<F::Output>
+        where
+            F: ::core::future::Future + ::core::marker::Send + 'static,
+            F::Output: ::core::marker::Send + 'static,
+        {
+            ::blocking_first::__private::Body::new(::std::boxed::Box::pin(body))
+        }
         ::blocking_first::__private::drive(
                 ::core::option::Option::None,
                 move |__bf: ::blocking_first::__private::Mode| {
-                    ::blocking_first::__private::body_must_be_send(async move {
+                    body_must_be_send(async move {
                         #[allow(
                             clippy::diverging_sub_expression,
                             clippy::let_unit_value

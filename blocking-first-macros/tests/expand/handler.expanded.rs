@@ -4,10 +4,17 @@ async fn show(
     State(db): State<Db>,
     Path(id): Path<i64>,
 ) -> Result<Json<Page>, AppError> {
+    fn body_must_be_send<F>(body: F) -> ::blocking_first::__private::Body<F::Output>
+    where
+        F: ::core::future::Future + ::core::marker::Send + 'static,
+        F::Output: ::core::marker::Send + 'static,
+    {
+        ::blocking_first::__private::Body::new(::std::boxed::Box::pin(body))
+    }
     ::blocking_first::__private::drive(
             ::core::option::Option::None,
             move |__bf: ::blocking_first::__private::Mode| {
-                ::blocking_first::__private::body_must_be_send(async move {
+                body_must_be_send(async move {
                     #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: Result<Json<Page>, AppError> = {
                         let note = db.get()?.load_note(id)?;

@@ -1,8 +1,15 @@
 async fn poll_jobs(queue: Queue) -> usize {
+    fn body_must_be_send<F>(body: F) -> ::blocking_first::__private::Body<F::Output>
+    where
+        F: ::core::future::Future + ::core::marker::Send + 'static,
+        F::Output: ::core::marker::Send + 'static,
+    {
+        ::blocking_first::__private::Body::new(::std::boxed::Box::pin(body))
+    }
     ::blocking_first::__private::drive(
             ::core::option::Option::None,
             move |__bf: ::blocking_first::__private::Mode| {
-                ::blocking_first::__private::body_must_be_send(async move {
+                body_must_be_send(async move {
                     #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]
                     let __ret: usize = {
                         let mut done = 0;
