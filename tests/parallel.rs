@@ -286,6 +286,25 @@ impl Drop for Counted {
     }
 }
 
+/// Its own limit, so that no loop of another test's runtime can take the branch.
+static UNSTARTABLE: blocking_first::limit::Limit =
+    blocking_first::limit::Limit::new("unstartable", 2);
+
+/// Spawns a branch that cannot start (its loop waits for the runtime's only blocking thread,
+/// which this body holds), then panics.
+#[blocking_first(limit = UNSTARTABLE)]
+async fn panics_with_an_unstarted_branch(drops: Arc<AtomicUsize>, ran: Arc<AtomicBool>) {
+    parallel::scope(|s| {
+        let counted = Counted(drops.clone());
+        let ran = ran.clone();
+        s.spawn(move || {
+            let _counted = counted;
+            ran.store(true, Ordering::SeqCst);
+        });
+        panic!("caller failed first");
+    })
+}
+
 #[test]
 fn branches_dropped_unrun_after_a_caller_panic_are_dropped_once() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -297,27 +316,15 @@ fn branches_dropped_unrun_after_a_caller_panic_are_dropped_once() {
     runtime.block_on(async {
         let drops = Arc::new(AtomicUsize::new(0));
         let ran = Arc::new(AtomicBool::new(false));
-        let (d, r) = (drops.clone(), ran.clone());
-        // On the only blocking thread: the spawned branch can never start on the pool.
-        let err = tokio::task::spawn_blocking(move || {
-            parallel::scope(|s| {
-                let counted = Counted(d.clone());
-                let r = r.clone();
-                s.spawn(move || {
-                    let _counted = counted;
-                    r.store(true, Ordering::SeqCst);
-                });
-                panic!("caller failed first");
-            })
-        })
-        .await
-        .unwrap_err();
+        let err = tokio::spawn(panics_with_an_unstarted_branch(drops.clone(), ran.clone()))
+            .await
+            .unwrap_err();
         assert_eq!(panic_message(&*err.into_panic()), "caller failed first");
         assert!(
             !ran.load(Ordering::SeqCst),
             "a branch ran after its caller panicked"
         );
-        // Dropped by the scope, once; the pool's copy of the task holds no second one.
+        // Dropped by the scope, once; the loop's copy of the job holds no second one.
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     });
 }

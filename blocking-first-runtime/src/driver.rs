@@ -1,28 +1,29 @@
-//! The driver: one body future, polled on tokio's blocking pool in blocking mode and from the
-//! caller's task in async mode.
+//! The driver: one body future, polled on a blocking loop of its limit in blocking mode and from
+//! the caller's task in async mode.
 //!
 //! The body stays one `async` block (rustc keeps its borrows, `?`, loops and error messages); the
-//! driver only decides *where* each poll happens. A blocking-mode poll runs inside
-//! `spawn_blocking`, which loops while the body keeps being woken and hands the body back
-//! ([`Hop::Back`]) as soon as it asks for async mode or waits on an `.await`. An async-mode poll
-//! happens right in [`Drive::poll`], holding no blocking thread.
+//! driver only decides *where* each poll happens. A blocking-mode poll is a job in the limit's run
+//! queue (`exec.rs`): a loop polls it while it keeps being woken and hands it back
+//! ([`Outcome::Back`]) as soon as it asks for async mode or waits on an `.await` that is not
+//! quick. An async-mode poll happens right in [`Drive::poll`], holding no blocking thread.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::mem;
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 
+use crate::exec::{self, Job, Priority};
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::span::Span;
-use crate::stats::{self, InBlocking};
+use crate::stats;
 use crate::sync::Ordering;
 
 /// A body, boxed once for the driver's whole life.
@@ -62,6 +63,7 @@ where
     Drive {
         waker: Waker::from(shared.clone()),
         shared,
+        handoff: Arc::new(Handoff::new()),
         state: State::Held(body),
         limit: limit.unwrap_or_else(limit::global),
         started: false,
@@ -79,6 +81,8 @@ pub struct Drive<T: Send + 'static> {
     shared: Arc<Shared>,
     /// The waker every poll of the body gets: it routes wakes through `shared`.
     waker: Waker,
+    /// Where a loop hands back what a stretch ended with.
+    handoff: Arc<Handoff<T>>,
     limit: &'static Limit,
     /// Whether the body has been polled at all (an unstarted body can be dropped anywhere).
     started: bool,
@@ -90,22 +94,10 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 enum State<T> {
     /// The body is with the driver: not started, in async mode, or parked on an `.await`.
     Held(Boxed<T>),
-    /// The body waits for a slot of its limit before its next stretch of blocking code.
-    Taking(Boxed<T>, Pin<Box<dyn Future<Output = Slot> + Send>>),
-    /// The body is on the blocking pool.
-    Hopping(JoinHandle<Hop<T>>),
+    /// The body is in its limit's run queue or on one of its loops.
+    Hopping,
     /// The body finished or panicked.
     Done,
-}
-
-/// What a stretch on the blocking pool ends with.
-enum Hop<T> {
-    /// The body completed.
-    Done(T),
-    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
-    Back(Boxed<T>),
-    /// The driver was dropped; the body was dropped on the blocking thread.
-    Dropped,
 }
 
 impl<T: Send + 'static> Future for Drive<T> {
@@ -115,37 +107,14 @@ impl<T: Send + 'static> Future for Drive<T> {
         let this = self.get_mut();
         loop {
             match mem::replace(&mut this.state, State::Done) {
-                State::Hopping(mut handle) => match Pin::new(&mut handle).poll(cx) {
+                State::Hopping => match this.handoff.poll(cx) {
                     Poll::Pending => {
-                        this.state = State::Hopping(handle);
+                        this.state = State::Hopping;
                         return Poll::Pending;
                     }
-                    Poll::Ready(Ok(Hop::Done(value))) => return Poll::Ready(value),
-                    Poll::Ready(Ok(Hop::Back(body))) => this.state = State::Held(body),
-                    Poll::Ready(Ok(Hop::Dropped)) => {
-                        unreachable!("a body is only dropped after its driver is")
-                    }
-                    Poll::Ready(Err(err)) if err.is_panic() => {
-                        panic::resume_unwind(err.into_panic())
-                    }
-                    Poll::Ready(Err(_)) => panic!(
-                        "blocking-first: the tokio runtime shut down while this body was on its \
-                         blocking pool; the body was dropped without finishing"
-                    ),
-                },
-                State::Taking(body, mut take) => match take.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        this.state = State::Taking(body, take);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(slot) if in_stretch() => {
-                        let mut body = body;
-                        if let Poll::Ready(value) = this.run_inline(&mut body, Some(slot)) {
-                            return Poll::Ready(value);
-                        }
-                        this.state = State::Held(body);
-                    }
-                    Poll::Ready(slot) => this.state = this.hop(body, slot),
+                    Poll::Ready(Outcome::Done(value)) => return Poll::Ready(value),
+                    Poll::Ready(Outcome::Back(body)) => this.state = State::Held(body),
+                    Poll::Ready(Outcome::Panicked(payload)) => panic::resume_unwind(payload),
                 },
                 State::Held(mut body) => {
                     if !this.shared.take_wake() && this.shared.park(cx.waker()) {
@@ -167,10 +136,8 @@ impl<T: Send + 'static> Future for Drive<T> {
                                 continue;
                             }
                         }
-                        this.state = match this.limit.try_take() {
-                            Some(slot) => this.hop(body, slot),
-                            None => State::Taking(body, this.limit.take(this.started)),
-                        };
+                        this.hop(body);
+                        this.state = State::Hopping;
                         continue;
                     }
                     if let Poll::Ready(value) = this.poll_here(&mut body) {
@@ -208,41 +175,171 @@ impl<T: Send + 'static> Drive<T> {
         stats::NESTED_INLINE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _slot = slot.map(limit::enter_context);
         let _entered = self.span.enter();
-        match run_stretch(body.as_mut(), &self.shared, &self.waker) {
+        match run_stretch(body.as_mut(), &self.shared, &self.waker, None) {
             Stretch::Done(value) => Poll::Ready(value),
             Stretch::Back => Poll::Pending,
             Stretch::Cancelled => unreachable!("a driver being polled is not dropped"),
         }
     }
 
-    /// Moves the body onto the blocking pool for a stretch of blocking code.
-    fn hop(&mut self, body: Boxed<T>, slot: Slot) -> State<T> {
+    /// Queues the body for a loop of its limit, for a stretch of blocking code.
+    fn hop(&mut self, body: Boxed<T>) {
+        let priority = if self.started {
+            Priority::Started
+        } else {
+            Priority::Fresh
+        };
         self.started = true;
-        let shared = self.shared.clone();
-        let waker = self.waker.clone();
-        let span = self.span.clone();
         let Ok(handle) = Handle::try_current() else {
             panic!(
                 "blocking-first: a #[blocking_first] function was awaited outside a tokio \
                  runtime; await it inside one (e.g. #[tokio::main])"
             )
         };
-        State::Hopping(handle.spawn_blocking(move || {
-            // Dropped in reverse: the count falls before the slot is given back, and the body
-            // (when dropped here) goes before both.
-            let _slot = limit::enter_context(slot);
-            let _counted = InBlocking::enter();
-            let _entered = span.enter();
-            let mut body = body;
-            match run_stretch(body.as_mut(), &shared, &waker) {
-                Stretch::Done(value) => Hop::Done(value),
-                Stretch::Back => Hop::Back(body),
-                Stretch::Cancelled => {
-                    drop(body);
-                    Hop::Dropped
+        let job = Box::new(BodyJob {
+            body,
+            shared: self.shared.clone(),
+            waker: self.waker.clone(),
+            span: self.span.clone(),
+            handle,
+            handoff: self.handoff.clone(),
+        });
+        if exec::submit(self.limit, job, priority, false).is_err() {
+            unreachable!("a body's job is always queued");
+        }
+    }
+}
+
+/// A stretch of a body's blocking code, as a loop's job.
+struct BodyJob<T> {
+    body: Boxed<T>,
+    shared: Arc<Shared>,
+    waker: Waker,
+    span: Span,
+    handle: Handle,
+    handoff: Arc<Handoff<T>>,
+}
+
+impl<T: Send + 'static> Job for BodyJob<T> {
+    fn run(self: Box<Self>, limit: &'static Limit, running: exec::Running) {
+        let BodyJob {
+            mut body,
+            shared,
+            waker,
+            span,
+            handle,
+            handoff,
+        } = *self;
+        let runtime = handle.enter();
+        let entered = span.enter();
+        let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
+            run_stretch(body.as_mut(), &shared, &waker, Some(limit))
+        }));
+        drop((entered, runtime));
+        let outcome = match stretch {
+            Ok(Stretch::Done(value)) => Outcome::Done(value),
+            Ok(Stretch::Back) => Outcome::Back(body),
+            Ok(Stretch::Cancelled) => {
+                // The driver is gone: the body ends here, on this blocking thread.
+                drop_caught(body);
+                return;
+            }
+            Err(payload) => {
+                drop_caught(body);
+                Outcome::Panicked(payload)
+            }
+        };
+        // The slot is free before the caller can see the outcome.
+        drop(running);
+        handoff.complete(outcome);
+    }
+
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    fn key(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
+    }
+}
+
+fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops `value`, catching a panicking destructor (its panic has nowhere to go).
+fn drop_caught<V>(value: V) {
+    drop(panic::catch_unwind(AssertUnwindSafe(|| drop(value))));
+}
+
+/// What a stretch on a loop ended with.
+enum Outcome<T> {
+    /// The body completed.
+    Done(T),
+    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
+    Back(Boxed<T>),
+    /// The body panicked (it was dropped on the loop): re-raised in the caller.
+    Panicked(Box<dyn Any + Send + 'static>),
+}
+
+/// Where a loop leaves a stretch's [`Outcome`] for the driver.
+struct Handoff<T>(std::sync::Mutex<HandoffState<T>>);
+
+enum HandoffState<T> {
+    /// No outcome yet; the driver's waker, once it polled.
+    Empty(Option<Waker>),
+    Ready(Outcome<T>),
+    /// The driver was dropped: an outcome arriving now is dropped where it arrives.
+    Abandoned,
+}
+
+impl<T> Handoff<T> {
+    fn new() -> Handoff<T> {
+        Handoff(std::sync::Mutex::new(HandoffState::Empty(None)))
+    }
+
+    fn complete(&self, outcome: Outcome<T>) {
+        let mut state = lock(&self.0);
+        match mem::replace(&mut *state, HandoffState::Abandoned) {
+            HandoffState::Empty(waker) => {
+                *state = HandoffState::Ready(outcome);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
                 }
             }
-        }))
+            HandoffState::Abandoned => {
+                drop(state);
+                drop_caught(outcome);
+            }
+            HandoffState::Ready(_) => unreachable!("one outcome per stretch"),
+        }
+    }
+
+    fn poll(&self, cx: &Context<'_>) -> Poll<Outcome<T>> {
+        let mut state = lock(&self.0);
+        match mem::replace(&mut *state, HandoffState::Empty(None)) {
+            HandoffState::Ready(outcome) => Poll::Ready(outcome),
+            HandoffState::Empty(Some(waker)) if waker.will_wake(cx.waker()) => {
+                *state = HandoffState::Empty(Some(waker));
+                Poll::Pending
+            }
+            HandoffState::Empty(_) => {
+                *state = HandoffState::Empty(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            HandoffState::Abandoned => unreachable!("abandoned only by a dropped driver"),
+        }
+    }
+
+    /// The driver is dropped: returns the outcome if it arrived already.
+    fn abandon(&self) -> Option<Outcome<T>> {
+        match mem::replace(&mut *lock(&self.0), HandoffState::Abandoned) {
+            HandoffState::Ready(outcome) => Some(outcome),
+            HandoffState::Empty(_) | HandoffState::Abandoned => None,
+        }
     }
 }
 
@@ -284,10 +381,14 @@ impl Drop for InStretch {
 
 /// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
 /// being woken.
+///
+/// `on_loop`: the limit whose loop this is. When the body waits on a plain `.await` and nothing
+/// else is queued there, the loop waits a moment for the wake and continues in place.
 pub(crate) fn run_stretch<F: Future + ?Sized>(
     mut body: Pin<&mut F>,
     shared: &Shared,
     waker: &Waker,
+    on_loop: Option<&Limit>,
 ) -> Stretch<F::Output> {
     let mut cx = Context::from_waker(waker);
     shared.on_blocking.store(true, Ordering::Release);
@@ -308,7 +409,21 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
         if shared.cancelled.load(Ordering::Acquire) {
             return Stretch::Cancelled;
         }
-        if shared.io.load(Ordering::Acquire) || !shared.is_woken() {
+        if shared.io.load(Ordering::Acquire) {
+            shared.on_blocking.store(false, Ordering::Release);
+            return Stretch::Back;
+        }
+        if shared.is_woken() {
+            continue;
+        }
+        let quick = on_loop.is_some_and(|limit| {
+            exec::wait_in_place(
+                limit,
+                || shared.is_woken(),
+                || shared.cancelled.load(Ordering::Acquire),
+            )
+        });
+        if !quick {
             shared.on_blocking.store(false, Ordering::Release);
             return Stretch::Back;
         }
@@ -318,42 +433,27 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
 impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
         self.shared.cancelled.store(true, Ordering::Release);
-        let body = match mem::replace(&mut self.state, State::Done) {
+        let leftover: Box<dyn Send> = match mem::replace(&mut self.state, State::Done) {
             State::Done => return,
-            // The blocking thread sees `cancelled` at the body's next boundary and drops it
-            // there. But its stretch may have ended already, leaving the body (or the value) in
-            // the handle: dropping the handle here would drop them on this thread, a worker. So
-            // a task takes whatever the stretch ends with and drops it off the workers. Only
-            // this path pays for it; a hop does not.
-            State::Hopping(stretch) => {
-                match Handle::try_current() {
-                    Ok(handle) => drop(handle.spawn(drop_off_the_workers(stretch))),
-                    // No runtime (it is shutting down): nothing is a worker any more.
-                    Err(_) => drop(stretch),
-                }
-                return;
-            }
-            State::Held(body) | State::Taking(body, _) => body,
+            // Still queued: take it back. On a loop: the loop sees `cancelled` at the body's
+            // next boundary and drops it there; if its stretch ended already, what it ended with
+            // is in the handoff, to be dropped off the workers.
+            State::Hopping => match exec::withdraw(self.limit, Arc::as_ptr(&self.shared).cast()) {
+                Some(job) => job,
+                None => match self.handoff.abandon() {
+                    Some(Outcome::Done(value)) => Box::new(value),
+                    Some(Outcome::Back(body)) => Box::new(body),
+                    Some(Outcome::Panicked(payload)) => return drop_caught(payload),
+                    None => return,
+                },
+            },
+            State::Held(body) => Box::new(body),
         };
         // A started body may own connections or files: run its destructors on a blocking thread,
         // not on a runtime worker. Without a runtime (it is shutting down) drop it here.
         if let (true, Ok(handle)) = (self.started, Handle::try_current()) {
-            drop(handle.spawn_blocking(move || drop(body)));
+            drop(handle.spawn_blocking(move || drop(leftover)));
         }
-    }
-}
-
-/// Waits for the stretch of a dropped driver and drops what it ended with on a blocking thread.
-async fn drop_off_the_workers<T: Send + 'static>(stretch: JoinHandle<Hop<T>>) {
-    let leftover: Box<dyn Send> = match stretch.await {
-        Ok(Hop::Back(body)) => Box::new(body),
-        Ok(Hop::Done(value)) => Box::new(value),
-        // Dropped on the blocking thread already, or the stretch panicked (its payload is
-        // nobody's any more) or was cancelled by the runtime's shutdown.
-        Ok(Hop::Dropped) | Err(_) => return,
-    };
-    if let Ok(handle) = Handle::try_current() {
-        drop(handle.spawn_blocking(move || drop(leftover)));
     }
 }
 
@@ -362,8 +462,7 @@ impl<T: Send + 'static> fmt::Debug for Drive<T> {
         let state = match self.state {
             State::Held(_) if self.shared.io.load(Ordering::Acquire) => "async",
             State::Held(_) => "parked",
-            State::Taking(..) => "waiting for a slot",
-            State::Hopping(_) => "blocking",
+            State::Hopping => "blocking",
             State::Done => "done",
         };
         f.debug_struct("Drive")

@@ -9,6 +9,7 @@
 #[path = "private.rs"]
 pub mod __private;
 mod driver;
+mod exec;
 /// Integrations with other crates, each behind the feature of that crate's name; re-exported at
 /// the root of `blocking-first` (`blocking_first::pool`).
 #[doc(hidden)]

@@ -20,22 +20,22 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Semaphore;
 
 mod context;
 mod error;
+mod slot;
 
-pub(crate) use context::{current, enter_context};
+pub(crate) use context::{LimitContext, current, enter_context, enter_limit};
 pub use error::{CapacityError, CapacityErrorKind};
+pub(crate) use slot::{Busy, Slot};
 
+use crate::exec::{self, Exec};
 use crate::stats;
-use crate::watchdog;
 
 static GLOBAL: Limit = Limit::unbounded("global");
 
@@ -115,8 +115,9 @@ pub struct Limit {
     config: Mutex<()>,
     in_use: AtomicUsize,
     peak: AtomicUsize,
+    /// Jobs in the run queue.
     waiting: AtomicUsize,
-    /// Bodies that already ran some blocking code waiting for a slot to come back.
+    /// Bodies that already ran some blocking code waiting in the queue to come back.
     returning: AtomicUsize,
     /// Slots given back since start: the starvation detector's sign of progress (one relaxed
     /// increment per hop; the detector reads the clock, a hop does not).
@@ -124,6 +125,8 @@ pub struct Limit {
     /// When the detector last warned about this limit.
     last_warning: Mutex<Option<Instant>>,
     watched: AtomicBool,
+    /// The run queue and the blocking loops that serve it.
+    pub(crate) exec: Exec,
 }
 
 impl Limit {
@@ -159,6 +162,7 @@ impl Limit {
             releases: AtomicU64::new(0),
             last_warning: Mutex::new(None),
             watched: AtomicBool::new(false),
+            exec: Exec::new(),
         }
     }
 
@@ -190,14 +194,31 @@ impl Limit {
         }
         let old = self.capacity.load(Ordering::Acquire);
         // Every permit back at once, or nothing: `permits(old)` fits in a u32 by construction.
+        // Idle loops hold one each: they are retired, their permits counted as taken back. A
+        // loop just finishing a job is given a moment to go idle.
         let all = u32::try_from(permits(old)).expect("permits fit in a u32");
-        let Ok(taken) = self.semaphore.try_acquire_many(all) else {
-            return Err(self.error(CapacityErrorKind::InUse));
-        };
-        taken.forget();
-        self.capacity.store(capacity, Ordering::Release);
-        self.semaphore.add_permits(permits(capacity));
-        Ok(())
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            // Under the queue's lock: no job can be queued between the change and the new
+            // permits, where it would find no loop and no permit.
+            let changed = exec::retire_idle(self, |idle| {
+                let rest = all - u32::try_from(idle).expect("loops fit in a u32");
+                let Ok(taken) = self.semaphore.try_acquire_many(rest) else {
+                    return false;
+                };
+                taken.forget();
+                self.capacity.store(capacity, Ordering::Release);
+                self.semaphore.add_permits(permits(capacity));
+                true
+            });
+            if changed {
+                return Ok(());
+            }
+            if Instant::now() >= deadline || !exec::only_loops_busy(self) {
+                return Err(self.error(CapacityErrorKind::InUse));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 
     /// Sizes a connection pool by this limit: returns the capacity, which cannot change (see
@@ -231,6 +252,7 @@ impl Limit {
             in_use: self.in_use.load(Ordering::Acquire),
             peak: self.peak.load(Ordering::Acquire),
             waiting: self.waiting.load(Ordering::Acquire),
+            loops: self.exec.loops(),
         }
     }
 
@@ -240,37 +262,48 @@ impl Limit {
             .store(self.in_use.load(Ordering::Acquire), Ordering::Release);
     }
 
-    /// Takes a slot if one is free right now.
+    /// Takes a slot if one is free right now (for a stretch run inline, outside the loops).
     pub(crate) fn try_take(&'static self) -> Option<Slot> {
-        let permit = self.semaphore.try_acquire().ok()?;
-        Some(Slot::new(self, permit))
+        self.take_loop_slot().then(|| Slot::new(self))
     }
 
-    /// Waits for a slot, holding no thread. Boxed because it is stored in the driver's state.
-    ///
-    /// `returning`: the body already ran blocking code (it comes back from `io!` or an
-    /// `.await`), which the starvation detector watches for.
-    pub(crate) fn take(
-        &'static self,
-        returning: bool,
-    ) -> Pin<Box<dyn Future<Output = Slot> + Send>> {
-        Box::pin(async move {
+    /// Takes one permit for good (a loop's, or an inline slot's), if one is free.
+    pub(crate) fn take_loop_slot(&self) -> bool {
+        match self.semaphore.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Gives back a permit taken with [`Limit::take_loop_slot`].
+    pub(crate) fn give_back_loop_slot(&self) {
+        self.semaphore.add_permits(1);
+    }
+
+    /// Counts a job running on a loop as a slot in use until dropped.
+    pub(crate) fn busy(&'static self) -> Busy {
+        Busy::new(self)
+    }
+
+    /// Records jobs entering (`delta` 1) or leaving (-1) the run queue.
+    pub(crate) fn queued_changed(&self, delta: isize, returning: bool) {
+        if delta > 0 {
             self.waiting.fetch_add(1, Ordering::AcqRel);
             stats::WAITING.fetch_add(1, Ordering::Relaxed);
-            let _waiting = Waiting(self);
-            let _returning = (returning && self.capacity().is_some()).then(|| {
+            if returning {
+                // SeqCst: see the detector's `watch`.
                 self.returning.fetch_add(1, Ordering::SeqCst);
-                watchdog::watch(self);
-                Returning(self)
-            });
-            // The semaphore is never closed, so `acquire` only fails if that invariant breaks.
-            let permit = self
-                .semaphore
-                .acquire()
-                .await
-                .expect("limit semaphore closed");
-            Slot::new(self, permit)
-        })
+            }
+        } else {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            stats::WAITING.fetch_sub(1, Ordering::Relaxed);
+            if returning {
+                self.returning.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 
     pub(crate) fn watch_flag(&self) -> &AtomicBool {
@@ -305,6 +338,9 @@ impl Limit {
     }
 }
 
+/// How long [`Limit::set_capacity`] waits for loops that just finished a job to go idle.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// The semaphore permits that stand for `capacity` (0: no cap).
 const fn permits(capacity: usize) -> usize {
     if capacity == 0 { UNBOUNDED } else { capacity }
@@ -313,54 +349,6 @@ const fn permits(capacity: usize) -> usize {
 impl fmt::Debug for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.stats(), f)
-    }
-}
-
-struct Waiting(&'static Limit);
-
-struct Returning(&'static Limit);
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        self.0.returning.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-        stats::WAITING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One slot of a [`Limit`], held for one stretch of blocking code; dropping it gives it back.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    limit: &'static Limit,
-    _permit: SemaphorePermit<'static>,
-}
-
-impl Slot {
-    fn new(limit: &'static Limit, permit: SemaphorePermit<'static>) -> Slot {
-        let now = limit.in_use.fetch_add(1, Ordering::AcqRel) + 1;
-        limit.peak.fetch_max(now, Ordering::AcqRel);
-        Slot {
-            limit,
-            _permit: permit,
-        }
-    }
-
-    pub(crate) fn limit(&self) -> &'static Limit {
-        self.limit
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // Decrement before the permit is released (fields drop after this), so `in_use` never
-        // shows more than the capacity.
-        self.limit.in_use.fetch_sub(1, Ordering::AcqRel);
-        self.limit.releases.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -391,6 +379,9 @@ pub struct LimitStats {
     pub in_use: usize,
     /// The most slots ever taken at once (see [`Limit::reset_peak`]).
     pub peak: usize,
-    /// Bodies waiting for a slot now (they hold no thread).
+    /// Jobs waiting in the run queue for a loop now (they hold no thread).
     pub waiting: usize,
+    /// Blocking loops alive now (each is one thread of tokio's blocking pool, holding one slot;
+    /// at most the cap).
+    pub loops: usize,
 }

@@ -149,10 +149,8 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let slot = self.pool.as_ref().and_then(|_| self.limit.try_take());
-        let dispatched = slot.is_some();
         let packet = Arc::new(Packet {
-            ticket: Arc::new(Ticket::new(slot)),
+            ticket: Arc::new(Ticket::new(None)),
             pending: self.pending.clone(),
             job: Mutex::new(Some(Box::new(f))),
             outcome: Mutex::new(None),
@@ -161,15 +159,15 @@ impl<'scope> Scope<'scope, '_> {
         self.pending.add();
         shim::lock(&self.branches).push(packet.clone());
         self.pending.announce();
-        match &self.pool {
-            Some(pool) if dispatched => {
-                stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
-                dispatch(pool, &packet);
-            }
-            _ => {
-                stats::INLINE.fetch_add(1, Ordering::Relaxed);
-                packet.claim(true);
-            }
+        let dispatched = self
+            .pool
+            .as_ref()
+            .is_some_and(|pool| dispatch(pool, self.limit, &packet));
+        if dispatched {
+            stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats::INLINE.fetch_add(1, Ordering::Relaxed);
+            packet.claim(true);
         }
         Branch { packet }
     }
@@ -211,7 +209,8 @@ impl<'scope> Scope<'scope, '_> {
     }
 }
 
-/// Where dispatched branches run: tokio's blocking pool (in the loom models, loom threads).
+/// Where dispatched branches run: the blocking loops of the scope's limit (in the loom models,
+/// loom threads).
 #[derive(Debug, Clone)]
 struct Pool {
     #[cfg(not(blocking_first_loom))]
@@ -225,9 +224,15 @@ impl Pool {
         Some(Pool { runtime })
     }
 
+    /// Runs `task` on a loop of `limit` if one is idle or can start now; `false` if none can
+    /// (the task is dropped unrun and the caller runs the branch).
     #[cfg(not(blocking_first_loom))]
-    fn spawn(&self, task: impl FnOnce() + Send + 'static) {
-        drop(self.runtime.spawn_blocking(task));
+    fn spawn(&self, limit: &'static Limit, task: impl FnOnce() + Send + 'static) -> bool {
+        let job = Box::new(BranchJob {
+            task,
+            runtime: self.runtime.clone(),
+        });
+        crate::exec::submit(limit, job, crate::exec::Priority::Branch, true).is_ok()
     }
 
     #[cfg(blocking_first_loom)]
@@ -236,15 +241,44 @@ impl Pool {
     }
 
     #[cfg(blocking_first_loom)]
-    fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+    fn spawn(&self, _limit: &'static Limit, task: impl FnOnce() + Send + 'static) -> bool {
         drop(loom::thread::spawn(task));
+        true
     }
 }
 
-/// Sends a branch to the blocking pool. The pool task holds the branch's `'static` ticket and
-/// the scope's `'static` count, and a lifetime-erased pointer to the branch, which it follows
-/// only after winning the ticket.
-fn dispatch<'scope, T: Send + 'scope>(pool: &Pool, packet: &Arc<Packet<'scope, T>>) {
+/// A branch as a loop's job.
+#[cfg(not(blocking_first_loom))]
+struct BranchJob<F> {
+    task: F,
+    runtime: tokio::runtime::Handle,
+}
+
+#[cfg(not(blocking_first_loom))]
+impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
+    fn run(self: Box<Self>, _limit: &'static Limit, running: crate::exec::Running) {
+        let _runtime = self.runtime.enter();
+        (self.task)();
+        drop(running);
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    fn key(&self) -> *const () {
+        std::ptr::null()
+    }
+}
+
+/// Sends a branch to a loop; `false` if none can take it now. The loop's job holds the branch's
+/// `'static` ticket and the scope's `'static` count, and a lifetime-erased pointer to the branch,
+/// which it follows only after winning the ticket.
+fn dispatch<'scope, T: Send + 'scope>(
+    pool: &Pool,
+    limit: &'static Limit,
+    packet: &Arc<Packet<'scope, T>>,
+) -> bool {
     let ticket = packet.ticket.clone();
     let pending = packet.pending.clone();
     let runnable: *const (dyn Run + 'scope) = Arc::as_ptr(packet) as *const (dyn Run + 'scope);
@@ -252,7 +286,7 @@ fn dispatch<'scope, T: Send + 'scope>(pool: &Pool, packet: &Arc<Packet<'scope, T
     // The pointer is followed only under the ticket protocol, in the pool task below.
     let runnable: *const (dyn Run + 'static) = unsafe { mem::transmute(runnable) };
     let target = PoolTarget(runnable);
-    pool.spawn(move || {
+    pool.spawn(limit, move || {
         let target = target;
         let Some(slot) = ticket.start_on_pool() else {
             // The caller claimed the branch (or the runtime discards this task): the pointer is
@@ -271,7 +305,7 @@ fn dispatch<'scope, T: Send + 'scope>(pool: &Pool, packet: &Arc<Packet<'scope, T
         // The last step: from here on the scope may end, and this task touches only `'static`
         // data (its ticket and the count, kept alive by its own `Arc`s).
         pending.finished();
-    });
+    })
 }
 
 /// A branch pointer sent to the pool (raw pointers are not `Send` by default).

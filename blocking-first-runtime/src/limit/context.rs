@@ -24,6 +24,12 @@ pub(crate) fn enter_context(slot: Slot) -> SlotContext {
     }
 }
 
+/// Makes `limit` [`current`] on this thread until dropped (a loop running one of its jobs,
+/// under the loop's own slot).
+pub(crate) fn enter_limit(limit: &'static Limit) -> LimitContext {
+    LimitContext(CURRENT.replace(Some(limit)))
+}
+
 /// Guard from [`enter_context`].
 pub(crate) struct SlotContext {
     _slot: Slot,
@@ -33,5 +39,14 @@ pub(crate) struct SlotContext {
 impl Drop for SlotContext {
     fn drop(&mut self) {
         CURRENT.set(self.previous);
+    }
+}
+
+/// Guard from [`enter_limit`].
+pub(crate) struct LimitContext(Option<&'static Limit>);
+
+impl Drop for LimitContext {
+    fn drop(&mut self) {
+        CURRENT.set(self.0);
     }
 }
