@@ -22,7 +22,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use blocking_first::blocking_first;
@@ -109,6 +109,54 @@ async fn thread_scope_3(iters: u64) -> Duration {
         }));
     }
     start.elapsed()
+}
+
+/// A thread that completes futures after a busy wait: an `.await` that resolves after a known,
+/// short time, like a quick query to a local service.
+fn resolver() -> &'static mpsc::Sender<(Duration, tokio::sync::oneshot::Sender<()>)> {
+    static RESOLVER: OnceLock<mpsc::Sender<(Duration, tokio::sync::oneshot::Sender<()>)>> =
+        OnceLock::new();
+    RESOLVER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Duration, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::spawn(move || {
+            for (after, done) in rx {
+                let start = Instant::now();
+                while start.elapsed() < after {
+                    std::hint::spin_loop();
+                }
+                let _ = done.send(());
+            }
+        });
+        tx
+    })
+}
+
+async fn resolved_after(micros: u64) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    resolver()
+        .send((Duration::from_micros(micros), tx))
+        .unwrap();
+    rx.await.unwrap();
+}
+
+/// A plain `.await` in blocking code that resolves in about 10 µs.
+#[blocking_first]
+async fn quick_await_10() {
+    resolved_after(10).await;
+}
+
+/// The same await in a plain `async fn`.
+async fn quick_await_10_plain() {
+    resolved_after(10).await;
+}
+
+#[blocking_first]
+async fn quick_await_50() {
+    resolved_after(50).await;
+}
+
+async fn quick_await_50_plain() {
+    resolved_after(50).await;
 }
 
 async fn bare_spawn_blocking() {
@@ -226,6 +274,30 @@ fn variants() -> Vec<Variant> {
             id: "format_plain",
             what: "the same handler as a plain `async fn`",
             run: |rt, n| on_worker(rt, n, || format_plain(7)),
+            counts_hops: true,
+        },
+        Variant {
+            id: "quick_await_10",
+            what: "a plain `.await` resolving in ~10 µs (another thread), in blocking code",
+            run: |rt, n| on_worker(rt, n, quick_await_10),
+            counts_hops: true,
+        },
+        Variant {
+            id: "quick_await_10_plain",
+            what: "the same await in a plain `async fn`",
+            run: |rt, n| on_worker(rt, n, quick_await_10_plain),
+            counts_hops: true,
+        },
+        Variant {
+            id: "quick_await_50",
+            what: "a plain `.await` resolving in ~50 µs, in blocking code",
+            run: |rt, n| on_worker(rt, n, quick_await_50),
+            counts_hops: true,
+        },
+        Variant {
+            id: "quick_await_50_plain",
+            what: "the same await in a plain `async fn`",
+            run: |rt, n| on_worker(rt, n, quick_await_50_plain),
             counts_hops: true,
         },
         Variant {
