@@ -297,3 +297,85 @@ fn idle_loops_end_with_their_runtime_without_waiting_out_their_linger() {
         wait_until(|| LINGERING.stats().loops == 0);
     }
 }
+
+static CHURN: Limit = Limit::new("churn", 2);
+
+/// One of several shapes, picked by `kind`: quick and slow awaits, a waiting region, branches,
+/// a panic, a nested call.
+#[blocking_first(limit = CHURN)]
+async fn churn_body(kind: u64, helper: Arc<Helper>) -> u64 {
+    match kind % 6 {
+        0 => resolved_after(&helper, Duration::from_micros(20)).await,
+        1 => tokio::time::sleep(Duration::from_millis(2)).await,
+        2 => io! { tokio::time::sleep(Duration::from_millis(1)).await },
+        3 => {
+            let (a, b) = parallel! { kind + 1, kind + 2 };
+            assert_eq!(a + 1, b);
+        }
+        4 => panic!("churn"),
+        _ => assert_eq!(nested_in_churn(kind).await, kind),
+    }
+    kind
+}
+
+#[blocking_first(limit = CHURN)]
+async fn nested_in_churn(kind: u64) -> u64 {
+    kind
+}
+
+#[test]
+fn bodies_cancelled_panicking_and_waiting_at_random_leave_no_job_stranded_and_no_slot_lost() {
+    let _serial = serial();
+    let helper = Arc::new(Helper::start());
+    on_both_flavors(|| {
+        let helper = helper.clone();
+        async move {
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let mut calls = Vec::new();
+            for i in 0..300 {
+                let (kind, cancel_after) = (next(), next() % 4000);
+                let body = churn_body(kind, helper.clone());
+                calls.push(tokio::spawn(async move {
+                    // Some are dropped at a random moment: queued, running, parked or in `io!`.
+                    let cancelled = i % 3 == 0;
+                    if cancelled {
+                        let limit = Duration::from_micros(cancel_after);
+                        drop(tokio::time::timeout(limit, body).await);
+                    } else {
+                        let _ = tokio::spawn(body).await;
+                    }
+                }));
+                if i % 50 == 0 {
+                    // Racing submitters: refused while in use, never corrupting the permits.
+                    let _ = CHURN.set_capacity(2);
+                }
+            }
+            let all = async {
+                for call in calls {
+                    // A dropped-at-random body that panicked first panics its caller's task.
+                    if let Err(err) = call.await {
+                        assert_eq!(panic_message(&*err.into_panic()), "churn");
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), all)
+                .await
+                .expect("a body never finished: a job was left without a loop");
+        }
+    });
+    // Every loop ends after its linger; then every permit is back.
+    wait_until(|| CHURN.stats().loops == 0);
+    let stats = CHURN.stats();
+    assert_eq!((stats.in_use, stats.waiting, stats.peak), (0, 0, 2));
+    CHURN.set_capacity(2).expect("all permits back");
+    multi_thread().block_on(async {
+        let (a, b) = tokio::join!(churn_body(3, helper.clone()), churn_body(3, helper.clone()));
+        assert_eq!((a, b), (3, 3));
+    });
+}
