@@ -5,7 +5,7 @@
 //! process-wide tracing subscriber.)
 //!
 //! Holding a connection across `io!` or `.await` does not compile:
-//! `tests/ui/fail/pool_conn_across_io.rs`, `tests/ui/fail/pool_conn_across_await.rs`.
+//! `ui/tests/ui/fail/pool_conn_across_io.rs`, `ui/tests/ui/fail/pool_conn_across_await.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -37,7 +37,7 @@ async fn spans_seen() -> Vec<Option<Id>> {
 }
 
 // `#[tracing::instrument]` *above* `#[blocking_first]` is a compile error with a fix-it message:
-// see tests/ui/fail/instrument_above.rs.
+// see ui/tests/ui/fail/instrument_above.rs.
 #[blocking_first]
 #[tracing::instrument(name = "instrumented")]
 async fn instrumented_outer(id: u32) -> (Option<Id>, Option<Id>, &'static str) {

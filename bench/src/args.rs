@@ -19,8 +19,14 @@ write) written six ways, served on 127.0.0.1 and loaded at several concurrencies
   --reads N              read queries in the read step [2]
   --concurrency LIST     client concurrencies, comma-separated [16,128,512]
   --variants LIST        any of a,b,c,d,e,f [a,b,c,d,e,f]
-  --requests N           measured requests per cell [3000]
-  --max-seconds S        stop starting new requests after S seconds per cell [60]
+  --requests N           measured requests per variant and concurrency, split evenly over the
+                         rounds: each cell measures requests / rounds (at least 1) [3000]
+  --rounds N             rounds; each round runs, at every concurrency, every variant once,
+                         the order rotated by one per round (round r starts at variant r mod
+                         count), so machine noise falls on all variants alike. A row of the
+                         table merges its rounds: req/s median (min-max), latency percentiles
+                         of all rounds' samples pooled, peaks max over rounds [3]
+  --max-seconds S        stop starting new requests after S seconds per cell (per round) [60]
   --server-workers N     tokio worker threads of the server under test [2]
   --max-blocking N       tokio max_blocking_threads of the server under test [512]
   --rows N               rows in the table [1000]
@@ -38,6 +44,7 @@ pub struct Args {
     pub concurrency: Vec<usize>,
     pub variants: Vec<Variant>,
     pub requests: usize,
+    pub rounds: usize,
     pub max_time: Duration,
     pub server_workers: usize,
     pub max_blocking: usize,
@@ -56,6 +63,7 @@ impl Default for Args {
             concurrency: vec![16, 128, 512],
             variants: Variant::ALL.to_vec(),
             requests: 3000,
+            rounds: 3,
             max_time: Duration::from_secs(60),
             server_workers: 2,
             max_blocking: 512,
@@ -101,6 +109,7 @@ impl Args {
                         .collect::<Result<_, _>>()?
                 }
                 "--requests" => args.requests = positive(&flag, &value)?,
+                "--rounds" => args.rounds = positive(&flag, &value)?,
                 "--max-seconds" => {
                     args.max_time = Duration::from_secs(positive(&flag, &value)? as u64)
                 }
@@ -112,6 +121,11 @@ impl Args {
             }
         }
         Ok(args)
+    }
+
+    /// Measured requests of one cell (one variant, one concurrency, one round).
+    pub fn requests_per_cell(&self) -> usize {
+        (self.requests / self.rounds).max(1)
     }
 }
 

@@ -28,13 +28,17 @@ impl Outcome {
     }
 
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[index - 1]
+        quantile(&self.latencies, q)
     }
+}
+
+/// The `q` quantile of `sorted` latencies (nearest rank); zero if there are none.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[index - 1]
 }
 
 #[derive(Default)]

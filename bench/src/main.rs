@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use args::Args;
 use db::Db;
 use gauge::Monitor;
-use report::{Environment, Row};
+use report::{Cell, Environment};
 use tokio::runtime::Runtime;
 use variants::{App, DB, Variant};
 
@@ -61,9 +61,9 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let monitor = Monitor::start(args.pg.as_deref())?;
 
-    let started = Instant::now();
-    let mut rows = Vec::new();
+    // (e) needs a client that runs on a runtime worker: asked once, before the rounds.
     let mut notes = Vec::new();
+    let mut variants = Vec::new();
     for &variant in &args.variants {
         if variant == Variant::BlockingInAsync
             && let Some(reason) = refuses_runtime_workers(&db)
@@ -84,22 +84,46 @@ fn run(args: &Args) -> Result<(), String> {
             notes.push(note);
             continue;
         }
+        variants.push(variant);
+    }
+
+    let per_cell = args.requests_per_cell();
+    for &concurrency in args.concurrency.iter().filter(|&&c| c > per_cell) {
+        let note = format!(
+            "At concurrency {concurrency}, a cell's {per_cell} measured requests are fewer than \
+             its {concurrency} client workers: each worker sends at most one, so the cell \
+             measures one burst at concurrency {per_cell}, not a steady load."
+        );
+        eprintln!("warning: {note}");
+        notes.push(note);
+    }
+    let setup = Setup {
+        args,
+        db: &db,
+        upstream: &upstream,
+        client_runtime: &client_runtime,
+        monitor: &monitor,
+    };
+    // Round by round, concurrency by concurrency, every variant once in a rotated order.
+    let started = Instant::now();
+    let mut cells = Vec::new();
+    for round in 0..args.rounds {
         for &concurrency in &args.concurrency {
-            let row = cell(
-                args,
-                &db,
-                &upstream,
-                &client_runtime,
-                &monitor,
-                variant,
-                concurrency,
-            )?;
-            eprintln!("{}", row.line());
-            rows.push(row);
+            for variant in report::rotated(&variants, round) {
+                let cell = cell(&setup, variant, concurrency, round)?;
+                eprintln!("{}", cell.line(args.rounds));
+                cells.push(cell);
+            }
         }
     }
     let total = started.elapsed();
     drop(monitor);
+
+    let rows = report::merge(cells, &variants, &args.concurrency);
+    eprintln!("\nmerged over {} rounds:", args.rounds);
+    for row in &rows {
+        eprintln!("{}", row.line());
+    }
 
     let environment = environment.finish(db.kind(), total);
     let markdown = report::markdown(args, &environment, &rows, &notes);
@@ -117,16 +141,21 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// One variant at one concurrency, on a fresh server (and, for tokio, a fresh runtime).
+/// One variant at one concurrency in one round, on a fresh server (and, for tokio, a fresh
+/// runtime), measuring `requests / rounds` requests.
 fn cell(
-    args: &Args,
-    db: &Arc<Db>,
-    upstream: &upstream::Upstream,
-    client_runtime: &Runtime,
-    monitor: &Monitor,
+    setup: &Setup<'_>,
     variant: Variant,
     concurrency: usize,
-) -> Result<Row, String> {
+    round: usize,
+) -> Result<Cell, String> {
+    let Setup {
+        args,
+        db,
+        upstream,
+        client_runtime,
+        monitor,
+    } = *setup;
     let app = Arc::new(App::new(db.clone(), upstream.addr, args.reads, args.rows));
     db.in_use.reset_peak();
     db.waiting.reset_peak();
@@ -168,7 +197,7 @@ fn cell(
     let outcome = client_runtime.block_on(load::run(
         format!("http://{addr}/"),
         concurrency,
-        args.requests,
+        args.requests_per_cell(),
         args.max_time,
         args.rows,
     ));
@@ -178,29 +207,29 @@ fn cell(
         Server::Threads(server) => server.stop(),
     }
 
-    let served = app.served.load(Ordering::Relaxed).max(1) as f64;
+    let served = app.served.load(Ordering::Relaxed);
     let handoffs = match variant {
-        Variant::BlockingFirst => (blocking_first::stats().hops - hops_before) as f64 / served,
-        _ => app.handoffs.load(Ordering::Relaxed) as f64 / served,
+        Variant::BlockingFirst => blocking_first::stats().hops.saturating_sub(hops_before),
+        _ => app.handoffs.load(Ordering::Relaxed),
     };
     let slots = (variant == Variant::BlockingFirst).then(|| DB.stats().peak);
     let peaks = &monitor.peaks;
     let pg = args.pg.is_some();
-    Ok(Row {
+    Ok(Cell {
         variant,
         concurrency,
+        round,
         outcome,
         blocking_peak: app.blocking.peak(),
         slots_peak: slots,
-        os_threads_added: peaks
-            .os_threads
-            .load(Ordering::Acquire)
-            .saturating_sub(threads_before),
+        os_threads_before: threads_before,
+        os_threads_peak: peaks.os_threads.load(Ordering::Acquire),
         conns_peak: db.in_use.peak(),
         waiting_peak: db.waiting.peak(),
         pg_active: pg.then(|| peaks.pg_active.load(Ordering::Acquire)),
         pg_connected: pg.then(|| peaks.pg_connected.load(Ordering::Acquire)),
-        handoffs_per_request: handoffs,
+        handoffs,
+        served,
     })
 }
 
@@ -232,6 +261,16 @@ fn refuses_runtime_workers(db: &Arc<Db>) -> Option<String> {
         }
         Err(err) => Some(err.to_string()),
     }
+}
+
+/// What every cell shares: the flags, the database, the upstream, the load client's runtime and
+/// the monitor.
+struct Setup<'a> {
+    args: &'a Args,
+    db: &'a Arc<Db>,
+    upstream: &'a upstream::Upstream,
+    client_runtime: &'a Runtime,
+    monitor: &'a Monitor,
 }
 
 enum Server {

@@ -1,0 +1,1 @@
+//! No library: this package only holds the compile-error tests in `tests/`.
