@@ -3,7 +3,7 @@
 //!
 //! The body stays one `async` block (rustc keeps its borrows, `?`, loops and error messages); the
 //! driver only decides *where* each poll happens. A blocking-mode poll is a job in the limit's run
-//! queue (`exec.rs`): a loop polls it while it keeps being woken and hands it back
+//! queue (`exec/`): a loop polls it while it keeps being woken and hands it back
 //! ([`Outcome::Back`]) as soon as it asks for async mode or waits on an `.await` that is not
 //! quick. An async-mode poll happens right in [`Drive::poll`], holding no blocking thread.
 
@@ -230,12 +230,13 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             handle,
             handoff,
         } = *self;
-        let runtime = handle.enter();
-        let entered = span.enter();
+        // Entered until the end: the body's destructors, when it is dropped here, and whatever
+        // an abandoned outcome drops, see the body's own runtime too.
+        let _runtime = handle.enter();
+        let _entered = span.enter();
         let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
             run_stretch(body.as_mut(), &shared, &waker, Some(limit))
         }));
-        drop((entered, runtime));
         let outcome = match stretch {
             Ok(Stretch::Done(value)) => Outcome::Done(value),
             Ok(Stretch::Back) => Outcome::Back(body),
@@ -260,6 +261,15 @@ impl<T: Send + 'static> Job for BodyJob<T> {
 
     fn key(&self) -> *const () {
         Arc::as_ptr(&self.shared).cast()
+    }
+
+    fn abandon(self: Box<Self>) {
+        let BodyJob { body, handoff, .. } = *self;
+        drop_caught(body);
+        handoff.complete(Outcome::Panicked(Box::new(
+            "blocking-first: the tokio runtime shut down before this body could run its \
+             blocking code; the body was dropped without finishing",
+        )));
     }
 }
 

@@ -269,6 +269,10 @@ impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
     fn key(&self) -> *const () {
         std::ptr::null()
     }
+
+    fn abandon(self: Box<Self>) {
+        // Dropped unrun: the branch's ticket stays queued, and its caller runs it.
+    }
 }
 
 /// Sends a branch to a loop; `false` if none can take it now. The loop's job holds the branch's

@@ -22,23 +22,27 @@
 //! a submitter either finds a loop (idle, or one that will pop the job) or a free slot.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::thread::Thread;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::limit::{self, Limit};
-use crate::stats::InBlocking;
+use crate::limit::Limit;
 use crate::watchdog;
 
-/// How long an idle loop waits for work before it ends and gives its slot back.
-pub(crate) const LINGER: Duration = Duration::from_millis(500);
+mod looping;
+
+use looping::start_loop;
+pub(crate) use looping::{Running, wait_in_place};
+
+/// How long an idle loop waits for work before it ends and gives its slot back (and its thread
+/// back to tokio's blocking pool, where other limits and `spawn_blocking` may need it).
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
+/// How often a parked idle loop looks whether a loop start waits for a blocking thread: if one
+/// does at two looks in a row, the pool is short of threads and the idle loop ends at once.
+const LOOK: Duration = Duration::from_millis(1);
 /// How long one idle loop per limit spins (yielding) before it parks: a job pushed meanwhile
 /// costs no thread wake.
 const SPIN: Duration = Duration::from_micros(50);
@@ -56,6 +60,17 @@ pub(crate) trait Job: Send {
     fn handle(&self) -> &Handle;
     /// Identifies a body's job, for [`withdraw`].
     fn key(&self) -> *const ();
+    /// Its runtime shut down before a loop could take the job: report it (a body's caller gets a
+    /// panic saying so) and drop the job here.
+    fn abandon(self: Box<Self>);
+}
+
+/// Loop starts waiting for a thread of tokio's blocking pool, in the whole process.
+static PENDING_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Identifies a queued job, whatever its kind.
+fn entry_key(job: &dyn Job) -> *const () {
+    (job as *const dyn Job).cast()
 }
 
 /// A limit's run queue and loop bookkeeping (a field of [`Limit`]).
@@ -149,18 +164,57 @@ pub(crate) enum Priority {
 /// What a submitter does after letting go of the lock.
 enum Then {
     Unpark(Arc<Idle>),
-    Start(Handle),
+    /// Start a loop (slot taken, counted) on the runtime of the queued job with this key.
+    Start(Handle, *const ()),
     Nothing,
 }
 
 impl Then {
-    fn run(self, limit: &'static Limit) {
-        match self {
-            Then::Unpark(idle) => idle.thread.unpark(),
-            Then::Start(handle) => start_loop(limit, &handle),
-            Then::Nothing => {}
+    /// Returns the job with key `own`, taken back out of the queue, if a loop could not be
+    /// started for it (its runtime is shutting down); other such jobs are abandoned.
+    fn run(self, limit: &'static Limit, own: Option<*const ()>) -> Option<Box<dyn Job>> {
+        let mut then = self;
+        let mut returned = None;
+        loop {
+            match then {
+                Then::Unpark(idle) => idle.thread.unpark(),
+                Then::Start(handle, key) => {
+                    if start_loop(limit, &handle) {
+                        return returned;
+                    }
+                    // Its runtime's blocking pool is shutting down: the job cannot run there.
+                    let mut queue = limit.exec.lock();
+                    let failed = take_entry(limit, &mut queue, |job| entry_key(job) == key);
+                    then = kick(limit, &mut queue);
+                    drop(queue);
+                    match failed {
+                        Some(job) if Some(key) == own => returned = Some(job),
+                        Some(job) => job.abandon(),
+                        None => {}
+                    }
+                    continue;
+                }
+                Then::Nothing => {}
+            }
+            return returned;
         }
     }
+}
+
+/// Under the lock: removes the first queued job that `matches`.
+fn take_entry(
+    limit: &Limit,
+    queue: &mut Queue,
+    matches: impl Fn(&dyn Job) -> bool,
+) -> Option<Box<dyn Job>> {
+    let Queue { started, fresh, .. } = queue;
+    let found = [started, fresh].into_iter().find_map(|list| {
+        let at = list.iter().position(|entry| matches(&*entry.job))?;
+        list.remove(at)
+    })?;
+    limit.exec.queued.fetch_sub(1, Ordering::AcqRel);
+    limit.queued_changed(-1, found.returning);
+    Some(found.job)
 }
 
 /// Queues `job` for a loop of `limit`. With `only_if_served`, queues it only if a loop takes it
@@ -173,12 +227,13 @@ pub(crate) fn submit(
 ) -> Result<(), Box<dyn Job>> {
     let exec = &limit.exec;
     let mut queue = exec.lock();
+    let key = entry_key(&*job);
     let then = if let Some(idle) = queue.idle.pop() {
         idle.state.store(CLAIMED, Ordering::Release);
         Then::Unpark(idle)
     } else if limit.take_loop_slot() {
         queue.loops += 1;
-        Then::Start(job.handle().clone())
+        Then::Start(job.handle().clone(), key)
     } else if only_if_served {
         return Err(job);
     } else {
@@ -199,28 +254,25 @@ pub(crate) fn submit(
     if returning {
         watchdog::watch(limit);
     }
-    then.run(limit);
-    Ok(())
+    match then.run(limit, Some(key)) {
+        Some(job) if only_if_served => Err(job),
+        Some(job) => {
+            job.abandon();
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Takes a body's job back out of the queue if no loop has taken it yet.
 pub(crate) fn withdraw(limit: &'static Limit, key: *const ()) -> Option<Box<dyn Job>> {
-    let exec = &limit.exec;
-    let mut queue = exec.lock();
-    let found = {
-        let Queue { started, fresh, .. } = &mut *queue;
-        [started, fresh].into_iter().find_map(|list| {
-            let at = list.iter().position(|entry| entry.job.key() == key)?;
-            list.remove(at)
-        })
-    }?;
-    exec.queued.fetch_sub(1, Ordering::AcqRel);
-    limit.queued_changed(-1, found.returning);
+    let mut queue = limit.exec.lock();
+    let found = take_entry(limit, &mut queue, |job| job.key() == key)?;
     // Jobs behind it may be waiting for a loop that a failed start never gave them.
     let then = kick(limit, &mut queue);
     drop(queue);
-    then.run(limit);
-    Some(found.job)
+    then.run(limit, None);
+    Some(found)
 }
 
 /// Gives back a slot taken outside the loops (an inline stretch): if jobs wait and no loop is
@@ -230,7 +282,7 @@ pub(crate) fn give_back_slot(limit: &'static Limit) {
     limit.give_back_loop_slot();
     let then = kick(limit, &mut queue);
     drop(queue);
-    then.run(limit);
+    then.run(limit, None);
 }
 
 /// Under the lock: makes sure a queued job has a loop coming.
@@ -244,7 +296,7 @@ fn kick(limit: &'static Limit, queue: &mut Queue) -> Then {
     }
     if limit.take_loop_slot() {
         queue.loops += 1;
-        return Then::Start(front.job.handle().clone());
+        return Then::Start(front.job.handle().clone(), entry_key(&*front.job));
     }
     Then::Nothing
 }
@@ -269,232 +321,4 @@ pub(crate) fn retire_idle(limit: &Limit, change: impl FnOnce(usize) -> bool) -> 
 pub(crate) fn only_loops_busy(limit: &Limit) -> bool {
     let queue = limit.exec.lock();
     queue.is_empty() && limit.in_use() == 0
-}
-
-/// Starts a loop (its slot already taken and counted) on `handle`'s blocking pool.
-fn start_loop(limit: &'static Limit, handle: &Handle) {
-    let life = Arc::new(Life::default());
-    let mut starting = Starting {
-        limit,
-        life: Some(life.clone()),
-    };
-    drop(handle.spawn(Sentinel(life.clone())));
-    drop(handle.spawn_blocking(move || {
-        let life = starting.life.take().expect("taken once");
-        run_loop(limit, life);
-    }));
-}
-
-/// A loop's slot and count while it has not started: given back if the runtime drops the loop
-/// unstarted (it is shutting down).
-struct Starting {
-    limit: &'static Limit,
-    life: Option<Arc<Life>>,
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        if let Some(life) = self.life.take() {
-            let mut queue = self.limit.exec.lock();
-            queue.loops -= 1;
-            self.limit.give_back_loop_slot();
-            drop(queue);
-            life.end();
-        }
-    }
-}
-
-/// What a loop and the sentinel task on its runtime share.
-#[derive(Default)]
-struct Life {
-    /// The runtime the loop was started on shut down (or the loop ended).
-    dead: AtomicBool,
-    /// The loop ended: the sentinel task may finish.
-    ended: AtomicBool,
-    thread: Mutex<Option<Thread>>,
-    sentinel: Mutex<Option<Waker>>,
-}
-
-impl Life {
-    fn end(&self) {
-        self.ended.store(true, Ordering::Release);
-        if let Some(waker) = lock(&self.sentinel).take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A task on the loop's runtime that lives until the loop ends; dropped early only by the
-/// runtime's shutdown, which it reports to the loop.
-struct Sentinel(Arc<Life>);
-
-impl Future for Sentinel {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        *lock(&self.0.sentinel) = Some(cx.waker().clone());
-        if self.0.ended.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        self.0.dead.store(true, Ordering::Release);
-        if let Some(thread) = lock(&self.0.thread).as_ref() {
-            thread.unpark();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A loop: runs jobs while there are any, lingers, ends. Its slot is given back at the end, also
-/// if a job unwinds through it.
-fn run_loop(limit: &'static Limit, life: Arc<Life>) {
-    *lock(&life.thread) = Some(thread::current());
-    let mut ending = Ending {
-        limit,
-        life,
-        retired: false,
-    };
-    let exec = &limit.exec;
-    // Out of the idle list whenever this loop holds the lock and is not idle.
-    let idle = Arc::new(Idle {
-        state: AtomicU8::new(IDLE),
-        thread: thread::current(),
-    });
-    let mut queue = exec.lock();
-    loop {
-        if ending.life.dead.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(entry) = queue.pop() {
-            exec.queued.fetch_sub(1, Ordering::AcqRel);
-            limit.queued_changed(-1, entry.returning);
-            drop(queue);
-            run_job(limit, entry.job);
-            queue = exec.lock();
-            continue;
-        }
-        idle.state.store(IDLE, Ordering::Release);
-        queue.idle.push(idle.clone());
-        let spin = !queue.spinning;
-        queue.spinning |= spin;
-        drop(queue);
-        wait_idle(&idle, &ending.life.dead, spin);
-        queue = exec.lock();
-        if spin {
-            queue.spinning = false;
-        }
-        match idle.state.load(Ordering::Acquire) {
-            CLAIMED => continue,
-            RETIRED => {
-                ending.retired = true;
-                return;
-            }
-            _ => {
-                // Lingered long enough, or the runtime is gone: leave the idle list and end.
-                queue.idle.retain(|other| !Arc::ptr_eq(other, &idle));
-                return;
-            }
-        }
-    }
-}
-
-/// Ends a loop: its count and (unless retired) its slot go back; queued jobs get a new loop.
-struct Ending {
-    limit: &'static Limit,
-    life: Arc<Life>,
-    retired: bool,
-}
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        let limit = self.limit;
-        let mut queue = limit.exec.lock();
-        queue.loops -= 1;
-        if !self.retired {
-            limit.give_back_loop_slot();
-        }
-        let then = kick(limit, &mut queue);
-        drop(queue);
-        self.life.end();
-        then.run(limit);
-    }
-}
-
-/// Waits until the loop is claimed or retired, its runtime shuts down, or [`LINGER`] passes.
-fn wait_idle(idle: &Idle, dead: &AtomicBool, spin: bool) {
-    let waiting = || idle.state.load(Ordering::Acquire) == IDLE && !dead.load(Ordering::Acquire);
-    let start = Instant::now();
-    if spin {
-        while waiting() && start.elapsed() < SPIN {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-            thread::yield_now();
-        }
-    }
-    while waiting() {
-        let Some(left) = LINGER.checked_sub(start.elapsed()) else {
-            return;
-        };
-        thread::park_timeout(left);
-    }
-}
-
-/// A job running on a loop: the limit is current on the thread, a slot counted in use, a body
-/// counted in blocking code (fields drop in order: the counts fall before the context goes).
-pub(crate) struct Running {
-    _busy: limit::Busy,
-    _counted: InBlocking,
-    _context: limit::LimitContext,
-}
-
-/// Runs one job under the limit's context, counted as a body in blocking code.
-fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
-    let running = Running {
-        _context: limit::enter_limit(limit),
-        _counted: InBlocking::enter(),
-        _busy: limit.busy(),
-    };
-    // A job catches its own panics (a body's reaches its caller); one escaping anyway must not
-    // take the loop's accounting down, and is reported.
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| job.run(limit, running))) {
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(not a string)");
-        eprintln!("blocking-first: a destructor panicked on a blocking loop: {message}");
-        // The payload's own destructor may panic too: that one is dropped unreported.
-        drop(panic::catch_unwind(AssertUnwindSafe(|| drop(payload))));
-    }
-}
-
-/// Waits in place, for at most [`QUICK_AWAIT`], for `woken` to be set while nothing else is
-/// queued on this limit. Returns whether it was.
-pub(crate) fn wait_in_place(
-    limit: &Limit,
-    woken: impl Fn() -> bool,
-    cancelled: impl Fn() -> bool,
-) -> bool {
-    let start = Instant::now();
-    loop {
-        for _ in 0..16 {
-            if woken() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        if limit.exec.queued() > 0 || cancelled() || start.elapsed() >= QUICK_AWAIT {
-            return woken();
-        }
-        thread::yield_now();
-    }
 }
