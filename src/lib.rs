@@ -1,4 +1,7 @@
-#![doc = include_str!("../README.md")]
+// The README's examples are compiled and run as the doc tests of the `blocking-first-tests`
+// package (`tests/lib.rs`), whose dependencies (an HTTP client among them) the library's
+// examples do not need to build.
+#![cfg_attr(not(doctest), doc = include_str!("../README.md"))]
 #![warn(missing_docs)]
 
 /// Runs an `async fn`'s body as blocking code on tokio's blocking pool.

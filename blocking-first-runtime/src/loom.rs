@@ -87,7 +87,7 @@ fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
         }));
         loop {
             // A stretch on a blocking thread...
-            match run_stretch(body.as_mut(), &shared, &waker) {
+            match run_stretch(body.as_mut(), &shared, &waker, None) {
                 Stretch::Done(()) => break,
                 Stretch::Back => {}
                 Stretch::Cancelled => unreachable!("the driver is alive"),
@@ -149,7 +149,7 @@ fn loom_settle_waits_for_every_added_branch() {
         let finished = Arc::new(AtomicBool::new(false));
         pending.add(); // a running branch...
         let branch = {
-            let (pending, listed, finished) = (pending.clone(), listed.clone(), finished.clone());
+            let (pending, listed) = (pending.clone(), listed.clone());
             thread::spawn(move || {
                 // ...that spawns another one, then ends.
                 pending.add();

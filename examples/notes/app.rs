@@ -27,7 +27,7 @@ use tracing::Level;
 
 use crate::api::{self, ApiError, JsonBody, PathArgs, QueryArgs};
 use crate::db::{self, AttachmentInfo, DB, Note, NoteFields, TagCount, Totals};
-use crate::preview::{Preview, PreviewClient};
+use crate::preview::{self, Preview, PreviewClient};
 use crate::serve::{self, Running};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -130,8 +130,7 @@ impl NoteInput {
             ));
         }
         if let Some(link) = &self.link {
-            let parsed = reqwest::Url::parse(link).ok();
-            if !parsed.is_some_and(|url| matches!(url.scheme(), "http" | "https")) {
+            if !preview::is_web_link(link) {
                 return Err(ApiError::invalid(format!(
                     "`link` must be an http(s) URL, not `{link}`"
                 )));

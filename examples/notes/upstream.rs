@@ -11,10 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use reqwest::Url;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -172,9 +171,9 @@ impl Counters {
 
 /// A made-up preview: the service does not fetch anything, it only describes the URL.
 fn describe(link: &str) -> Preview {
-    match Url::parse(link) {
+    match link.parse::<Uri>() {
         Ok(url) => {
-            let host = url.host_str().unwrap_or("unknown host");
+            let host = url.host().unwrap_or("unknown host");
             Preview {
                 url: link.to_string(),
                 title: format!("{host}{}", url.path()),

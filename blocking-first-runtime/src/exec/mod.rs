@@ -158,6 +158,7 @@ pub(crate) enum Priority {
     /// A body coming back from `io!` or an `.await`.
     Started,
     /// A `parallel` branch: its caller waits for it, so it goes first.
+    #[cfg_attr(blocking_first_loom, allow(dead_code))]
     Branch,
 }
 
