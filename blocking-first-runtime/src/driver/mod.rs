@@ -7,24 +7,27 @@
 //! ([`Outcome::Back`]) as soon as it asks for async mode or waits on an `.await` that is not
 //! quick. An async-mode poll happens right in [`Drive::poll`], holding no blocking thread.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::mem;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
 
-use crate::exec::{self, Job, Priority};
+use crate::exec::{self, Priority};
+
+mod job;
+
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::span::Span;
 use crate::stats;
 use crate::sync::Ordering;
+use job::{BodyJob, Handoff, Outcome, drop_caught};
 
 /// A body, boxed once for the driver's whole life.
 #[doc(hidden)]
@@ -206,149 +209,6 @@ impl<T: Send + 'static> Drive<T> {
         });
         if exec::submit(self.limit, job, priority, false).is_err() {
             unreachable!("a body's job is always queued");
-        }
-    }
-}
-
-/// A stretch of a body's blocking code, as a loop's job.
-struct BodyJob<T> {
-    body: Boxed<T>,
-    shared: Arc<Shared>,
-    waker: Waker,
-    span: Span,
-    handle: Handle,
-    handoff: Arc<Handoff<T>>,
-}
-
-impl<T: Send + 'static> Job for BodyJob<T> {
-    fn run(self: Box<Self>, limit: &'static Limit, running: exec::Running) {
-        let BodyJob {
-            mut body,
-            shared,
-            waker,
-            span,
-            handle,
-            handoff,
-        } = *self;
-        // Entered until the end: the body's destructors, when it is dropped here, and whatever
-        // an abandoned outcome drops, see the body's own runtime too.
-        let _runtime = handle.enter();
-        let _entered = span.enter();
-        let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
-            run_stretch(body.as_mut(), &shared, &waker, Some(limit))
-        }));
-        let outcome = match stretch {
-            Ok(Stretch::Done(value)) => Outcome::Done(value),
-            Ok(Stretch::Back) => Outcome::Back(body),
-            Ok(Stretch::Cancelled) => {
-                // The driver is gone: the body ends here, on this blocking thread.
-                drop_caught(body);
-                return;
-            }
-            Err(payload) => {
-                drop_caught(body);
-                Outcome::Panicked(payload)
-            }
-        };
-        // The slot is free before the caller can see the outcome.
-        drop(running);
-        handoff.complete(outcome);
-    }
-
-    fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
-    fn key(&self) -> *const () {
-        Arc::as_ptr(&self.shared).cast()
-    }
-
-    fn abandon(self: Box<Self>) {
-        let BodyJob { body, handoff, .. } = *self;
-        drop_caught(body);
-        handoff.complete(Outcome::Panicked(Box::new(
-            "blocking-first: the tokio runtime shut down before this body could run its \
-             blocking code; the body was dropped without finishing",
-        )));
-    }
-}
-
-fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Drops `value`, catching a panicking destructor (its panic has nowhere to go).
-fn drop_caught<V>(value: V) {
-    drop(panic::catch_unwind(AssertUnwindSafe(|| drop(value))));
-}
-
-/// What a stretch on a loop ended with.
-enum Outcome<T> {
-    /// The body completed.
-    Done(T),
-    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
-    Back(Boxed<T>),
-    /// The body panicked (it was dropped on the loop): re-raised in the caller.
-    Panicked(Box<dyn Any + Send + 'static>),
-}
-
-/// Where a loop leaves a stretch's [`Outcome`] for the driver.
-struct Handoff<T>(std::sync::Mutex<HandoffState<T>>);
-
-enum HandoffState<T> {
-    /// No outcome yet; the driver's waker, once it polled.
-    Empty(Option<Waker>),
-    Ready(Outcome<T>),
-    /// The driver was dropped: an outcome arriving now is dropped where it arrives.
-    Abandoned,
-}
-
-impl<T> Handoff<T> {
-    fn new() -> Handoff<T> {
-        Handoff(std::sync::Mutex::new(HandoffState::Empty(None)))
-    }
-
-    fn complete(&self, outcome: Outcome<T>) {
-        let mut state = lock(&self.0);
-        match mem::replace(&mut *state, HandoffState::Abandoned) {
-            HandoffState::Empty(waker) => {
-                *state = HandoffState::Ready(outcome);
-                drop(state);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-            }
-            HandoffState::Abandoned => {
-                drop(state);
-                drop_caught(outcome);
-            }
-            HandoffState::Ready(_) => unreachable!("one outcome per stretch"),
-        }
-    }
-
-    fn poll(&self, cx: &Context<'_>) -> Poll<Outcome<T>> {
-        let mut state = lock(&self.0);
-        match mem::replace(&mut *state, HandoffState::Empty(None)) {
-            HandoffState::Ready(outcome) => Poll::Ready(outcome),
-            HandoffState::Empty(Some(waker)) if waker.will_wake(cx.waker()) => {
-                *state = HandoffState::Empty(Some(waker));
-                Poll::Pending
-            }
-            HandoffState::Empty(_) => {
-                *state = HandoffState::Empty(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-            HandoffState::Abandoned => unreachable!("abandoned only by a dropped driver"),
-        }
-    }
-
-    /// The driver is dropped: returns the outcome if it arrived already.
-    fn abandon(&self) -> Option<Outcome<T>> {
-        match mem::replace(&mut *lock(&self.0), HandoffState::Abandoned) {
-            HandoffState::Ready(outcome) => Some(outcome),
-            HandoffState::Empty(_) | HandoffState::Abandoned => None,
         }
     }
 }

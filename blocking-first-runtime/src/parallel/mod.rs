@@ -55,6 +55,10 @@ use crate::stats;
 use crate::sync::{self as shim, Mutex};
 use crate::ticket::{Pending, Ticket};
 
+mod pool;
+
+use pool::Pool;
+
 type Payload = Box<dyn Any + Send + 'static>;
 
 /// Runs `f` with a [`Scope`] whose branches may borrow anything that outlives the call.
@@ -206,72 +210,6 @@ impl<'scope> Scope<'scope, '_> {
             }
         }
         unjoined.or(drop_panic)
-    }
-}
-
-/// Where dispatched branches run: the blocking loops of the scope's limit (in the loom models,
-/// loom threads).
-#[derive(Debug, Clone)]
-struct Pool {
-    #[cfg(not(blocking_first_loom))]
-    runtime: tokio::runtime::Handle,
-}
-
-impl Pool {
-    #[cfg(not(blocking_first_loom))]
-    fn current() -> Option<Pool> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        Some(Pool { runtime })
-    }
-
-    /// Runs `task` on a loop of `limit` if one is idle or can start now; `false` if none can
-    /// (the task is dropped unrun and the caller runs the branch).
-    #[cfg(not(blocking_first_loom))]
-    fn spawn(&self, limit: &'static Limit, task: impl FnOnce() + Send + 'static) -> bool {
-        let job = Box::new(BranchJob {
-            task,
-            runtime: self.runtime.clone(),
-        });
-        crate::exec::submit(limit, job, crate::exec::Priority::Branch, true).is_ok()
-    }
-
-    #[cfg(blocking_first_loom)]
-    fn current() -> Option<Pool> {
-        Some(Pool {})
-    }
-
-    #[cfg(blocking_first_loom)]
-    fn spawn(&self, _limit: &'static Limit, task: impl FnOnce() + Send + 'static) -> bool {
-        drop(loom::thread::spawn(task));
-        true
-    }
-}
-
-/// A branch as a loop's job.
-#[cfg(not(blocking_first_loom))]
-struct BranchJob<F> {
-    task: F,
-    runtime: tokio::runtime::Handle,
-}
-
-#[cfg(not(blocking_first_loom))]
-impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
-    fn run(self: Box<Self>, _limit: &'static Limit, running: crate::exec::Running) {
-        let _runtime = self.runtime.enter();
-        (self.task)();
-        drop(running);
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        &self.runtime
-    }
-
-    fn key(&self) -> *const () {
-        std::ptr::null()
-    }
-
-    fn abandon(self: Box<Self>) {
-        // Dropped unrun: the branch's ticket stays queued, and its caller runs it.
     }
 }
 

@@ -1,0 +1,158 @@
+//! A body's stretch as a loop's job, and the handoff through which its outcome comes back.
+
+use std::any::Any;
+use std::mem;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio::runtime::Handle;
+
+use super::{Boxed, Stretch, run_stretch};
+use crate::exec::{self, Job};
+use crate::limit::Limit;
+use crate::mode::Shared;
+use crate::span::Span;
+
+/// A stretch of a body's blocking code, as a loop's job.
+pub(super) struct BodyJob<T> {
+    pub(super) body: Boxed<T>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) waker: Waker,
+    pub(super) span: Span,
+    pub(super) handle: Handle,
+    pub(super) handoff: Arc<Handoff<T>>,
+}
+
+impl<T: Send + 'static> Job for BodyJob<T> {
+    fn run(self: Box<Self>, limit: &'static Limit, running: exec::Running) {
+        let BodyJob {
+            mut body,
+            shared,
+            waker,
+            span,
+            handle,
+            handoff,
+        } = *self;
+        // Entered until the end: the body's destructors, when it is dropped here, and whatever
+        // an abandoned outcome drops, see the body's own runtime too.
+        let _runtime = handle.enter();
+        let _entered = span.enter();
+        let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
+            run_stretch(body.as_mut(), &shared, &waker, Some(limit))
+        }));
+        let outcome = match stretch {
+            Ok(Stretch::Done(value)) => Outcome::Done(value),
+            Ok(Stretch::Back) => Outcome::Back(body),
+            Ok(Stretch::Cancelled) => {
+                // The driver is gone: the body ends here, on this blocking thread.
+                drop_caught(body);
+                return;
+            }
+            Err(payload) => {
+                drop_caught(body);
+                Outcome::Panicked(payload)
+            }
+        };
+        // The slot is free before the caller can see the outcome.
+        drop(running);
+        handoff.complete(outcome);
+    }
+
+    fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    fn key(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
+    }
+
+    fn abandon(self: Box<Self>) {
+        let BodyJob { body, handoff, .. } = *self;
+        drop_caught(body);
+        handoff.complete(Outcome::Panicked(Box::new(
+            "blocking-first: the tokio runtime shut down before this body could run its \
+             blocking code; the body was dropped without finishing",
+        )));
+    }
+}
+
+fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops `value`, catching a panicking destructor (its panic has nowhere to go).
+pub(super) fn drop_caught<V>(value: V) {
+    drop(panic::catch_unwind(AssertUnwindSafe(|| drop(value))));
+}
+
+/// What a stretch on a loop ended with.
+pub(super) enum Outcome<T> {
+    /// The body completed.
+    Done(T),
+    /// The body asked for async mode or waits on an `.await`: the driver takes it back.
+    Back(Boxed<T>),
+    /// The body panicked (it was dropped on the loop): re-raised in the caller.
+    Panicked(Box<dyn Any + Send + 'static>),
+}
+
+/// Where a loop leaves a stretch's [`Outcome`] for the driver.
+pub(super) struct Handoff<T>(std::sync::Mutex<HandoffState<T>>);
+
+enum HandoffState<T> {
+    /// No outcome yet; the driver's waker, once it polled.
+    Empty(Option<Waker>),
+    Ready(Outcome<T>),
+    /// The driver was dropped: an outcome arriving now is dropped where it arrives.
+    Abandoned,
+}
+
+impl<T> Handoff<T> {
+    pub(super) fn new() -> Handoff<T> {
+        Handoff(std::sync::Mutex::new(HandoffState::Empty(None)))
+    }
+
+    fn complete(&self, outcome: Outcome<T>) {
+        let mut state = lock(&self.0);
+        match mem::replace(&mut *state, HandoffState::Abandoned) {
+            HandoffState::Empty(waker) => {
+                *state = HandoffState::Ready(outcome);
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            HandoffState::Abandoned => {
+                drop(state);
+                drop_caught(outcome);
+            }
+            HandoffState::Ready(_) => unreachable!("one outcome per stretch"),
+        }
+    }
+
+    pub(super) fn poll(&self, cx: &Context<'_>) -> Poll<Outcome<T>> {
+        let mut state = lock(&self.0);
+        match mem::replace(&mut *state, HandoffState::Empty(None)) {
+            HandoffState::Ready(outcome) => Poll::Ready(outcome),
+            HandoffState::Empty(Some(waker)) if waker.will_wake(cx.waker()) => {
+                *state = HandoffState::Empty(Some(waker));
+                Poll::Pending
+            }
+            HandoffState::Empty(_) => {
+                *state = HandoffState::Empty(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            HandoffState::Abandoned => unreachable!("abandoned only by a dropped driver"),
+        }
+    }
+
+    /// The driver is dropped: returns the outcome if it arrived already.
+    pub(super) fn abandon(&self) -> Option<Outcome<T>> {
+        match mem::replace(&mut *lock(&self.0), HandoffState::Abandoned) {
+            HandoffState::Ready(outcome) => Some(outcome),
+            HandoffState::Empty(_) | HandoffState::Abandoned => None,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Where dispatched branches run: the loops of the scope's limit.
+
+use crate::limit::Limit;
+
+/// Where dispatched branches run: the blocking loops of the scope's limit (in the loom models,
+/// loom threads).
+#[derive(Debug, Clone)]
+pub(super) struct Pool {
+    #[cfg(not(blocking_first_loom))]
+    runtime: tokio::runtime::Handle,
+}
+
+impl Pool {
+    #[cfg(not(blocking_first_loom))]
+    pub(super) fn current() -> Option<Pool> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(Pool { runtime })
+    }
+
+    /// Runs `task` on a loop of `limit` if one is idle or can start now; `false` if none can
+    /// (the task is dropped unrun and the caller runs the branch).
+    #[cfg(not(blocking_first_loom))]
+    pub(super) fn spawn(
+        &self,
+        limit: &'static Limit,
+        task: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        let job = Box::new(BranchJob {
+            task,
+            runtime: self.runtime.clone(),
+        });
+        crate::exec::submit(limit, job, crate::exec::Priority::Branch, true).is_ok()
+    }
+
+    #[cfg(blocking_first_loom)]
+    pub(super) fn current() -> Option<Pool> {
+        Some(Pool {})
+    }
+
+    #[cfg(blocking_first_loom)]
+    pub(super) fn spawn(
+        &self,
+        _limit: &'static Limit,
+        task: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        drop(loom::thread::spawn(task));
+        true
+    }
+}
+
+/// A branch as a loop's job.
+#[cfg(not(blocking_first_loom))]
+struct BranchJob<F> {
+    task: F,
+    runtime: tokio::runtime::Handle,
+}
+
+#[cfg(not(blocking_first_loom))]
+impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
+    fn run(self: Box<Self>, _limit: &'static Limit, running: crate::exec::Running) {
+        let _runtime = self.runtime.enter();
+        (self.task)();
+        drop(running);
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    fn key(&self) -> *const () {
+        std::ptr::null()
+    }
+
+    fn abandon(self: Box<Self>) {
+        // Dropped unrun: the branch's ticket stays queued, and its caller runs it.
+    }
+}
