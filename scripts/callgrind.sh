@@ -15,7 +15,7 @@ command -v valgrind >/dev/null || { echo "callgrind: valgrind is not installed";
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
     variants=(spawn_blocking no_region no_region_capped io_round_trip io_without_suspension
-              nested_1 nested_2 format_annotated format_plain)
+              nested_1 nested_2 format_annotated format_plain quick_await_10 quick_await_10_plain)
 fi
 few=200
 many=1200
