@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AddressSanitizer over the tests that exercise the runtime's unsafe code and protocols: the
-# driver, `parallel`, shutdown, stress and the soundness regressions. Needs a nightly toolchain
+# driver, `parallel`, shutdown, stress, the soundness regressions and the executor. Needs a nightly toolchain
 # (`-Zsanitizer` is unstable); without one it says so and exits 0.
 #
 #   scripts/asan.sh            # the default set
@@ -16,7 +16,8 @@ fi
 target="$(rustc -vV | sed -n 's/^host: //p')"
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-    tests=(--test driver --test parallel --test shutdown --test stress --test soundness)
+    tests=(--test driver --test parallel --test shutdown --test stress --test soundness
+           --test executor --test executor_edges --test nested)
 fi
 
 # Leak checks stay off: runtimes that tests shut down in the background keep threads (and their
@@ -25,6 +26,6 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export RUSTFLAGS="-Zsanitizer=address"
 export RUSTDOCFLAGS="-Zsanitizer=address"
 export RUST_BACKTRACE=0
-echo "asan: cargo +nightly test --target $target ${tests[*]}"
-cargo +nightly test --target "$target" --target-dir target/asan "${tests[@]}"
+echo "asan: cargo +nightly test -p blocking-first-tests --target $target ${tests[*]}"
+cargo +nightly test -p blocking-first-tests --target "$target" --target-dir target/asan "${tests[@]}"
 echo "asan: clean"

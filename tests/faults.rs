@@ -15,7 +15,7 @@
 //! The full run is ignored by default; it prints the figures for the README:
 //!
 //! ```sh
-//! cargo test --release --test faults -- --ignored --nocapture
+//! cargo test --release -p blocking-first-tests --test faults -- --ignored --nocapture
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -845,7 +845,7 @@ fn a_thousand_requests_with_faults_are_all_accounted_for() {
 }
 
 #[test]
-#[ignore = "20 000 requests: run with `cargo test --release --test faults -- --ignored --nocapture`"]
+#[ignore = "20 000 requests: run with `cargo test --release -p blocking-first-tests --test faults -- --ignored --nocapture`"]
 fn twenty_thousand_requests_with_faults_are_all_accounted_for() {
     let report = run(&Load {
         requests: 20_000,
