@@ -68,7 +68,13 @@ pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
 /// A cap on how many bodies (and [`parallel`](crate::parallel) branches) run blocking code at once.
 ///
 /// Declare one as a `static` and name it in `#[blocking_first(limit = PATH)]`. Waiting for a
-/// slot holds no thread: the body waits as an ordinary pending future.
+/// slot holds no thread: the body waits as an ordinary pending future, in the limit's queue,
+/// where bodies that already started go before those that have not.
+///
+/// Each slot is a *loop*: one thread of tokio's blocking pool that runs the limit's bodies one
+/// after another, so a cap of `N` also means at most `N` threads. An idle loop lingers 10 ms
+/// before it gives its slot and thread back ([`LimitStats::loops`] counts them); an unbounded
+/// limit starts a loop whenever none is idle.
 ///
 /// A body takes a slot for each stretch of blocking code and gives it back while it waits in
 /// `io!` or on an `.await`. So whatever it holds across a region (a pooled connection) is *not*

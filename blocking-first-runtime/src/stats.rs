@@ -30,7 +30,8 @@ pub struct Stats {
     pub in_blocking: usize,
     /// The most bodies ever in blocking code at once (see [`reset_peak`]).
     pub peak_in_blocking: usize,
-    /// Bodies waiting for a slot of their [`Limit`](crate::limit::Limit) now.
+    /// Bodies (and `parallel` branches) waiting in the queue of their
+    /// [`Limit`](crate::limit::Limit) for a slot now.
     pub waiting_for_slot: usize,
     /// `parallel` branches sent to other blocking threads (each held a slot of its limit).
     pub parallel_dispatched: u64,
