@@ -14,7 +14,12 @@ full() { case "$1" in *.*.*) echo "$1" ;; *.*) echo "$1.0" ;; *) echo "$1.0.0" ;
 tokio=$(floor tokio Cargo.toml)
 tracing=$(floor tracing Cargo.toml)
 r2d2=$(floor r2d2 blocking-first-runtime/Cargo.toml)
-echo "floors: tokio $tokio, tracing $tracing, r2d2 $r2d2"
+tower_layer=$(floor tower-layer blocking-first-runtime/Cargo.toml)
+tower_service=$(floor tower-service blocking-first-runtime/Cargo.toml)
+http=$(floor http blocking-first-runtime/Cargo.toml)
+pin_project_lite=$(floor pin-project-lite blocking-first-runtime/Cargo.toml)
+echo "floors: tokio $tokio, tracing $tracing, r2d2 $r2d2, tower-layer $tower_layer," \
+    "tower-service $tower_service, http $http, pin-project-lite $pin_project_lite"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -30,11 +35,16 @@ publish = false
 default = ["tracing"]
 tracing = ["dep:tracing"]
 r2d2 = ["dep:r2d2"]
+tower = ["dep:tower-layer", "dep:tower-service", "dep:http", "dep:pin-project-lite"]
 
 [dependencies]
 tokio = { version = "$tokio", default-features = false, features = ["rt", "sync"] }
 tracing = { version = "$tracing", default-features = false, features = ["std"], optional = true }
 r2d2 = { version = "$r2d2", optional = true }
+tower-layer = { version = "$tower_layer", optional = true }
+tower-service = { version = "$tower_service", optional = true }
+http = { version = "$http", optional = true }
+pin-project-lite = { version = "$pin_project_lite", optional = true }
 
 [lints.rust]
 unexpected_cfgs = { level = "allow" }
@@ -45,7 +55,11 @@ cargo generate-lockfile -q
 cargo update -q -p tokio --precise "$(full "$tokio")"
 cargo update -q -p tracing --precise "$(full "$tracing")"
 cargo update -q -p r2d2 --precise "$(full "$r2d2")"
-cargo tree -q -e normal --all-features --depth 1 | grep -E "tokio|tracing|r2d2" | sed 's/^/  resolved: /'
+cargo update -q -p tower-layer --precise "$(full "$tower_layer")"
+cargo update -q -p tower-service --precise "$(full "$tower_service")"
+cargo update -q -p http --precise "$(full "$http")"
+cargo update -q -p pin-project-lite --precise "$(full "$pin_project_lite")"
+cargo tree -q -e normal --all-features --depth 1 | grep -E "tokio|tracing|r2d2|tower|http|pin-project" | sed 's/^/  resolved: /'
 cargo check -q --all-features
 cargo check -q --no-default-features
 echo "min-versions: the runtime builds at its declared floors"

@@ -36,6 +36,18 @@ async fn spans_seen() -> Vec<Option<Id>> {
     seen
 }
 
+/// A branch that surely runs on another loop (the caller's own branch sleeps first), as the
+/// span's one chance to be lost.
+#[blocking_first]
+async fn span_in_a_dispatched_branch() -> (Option<Id>, bool) {
+    let caller = std::thread::current().id();
+    let ((span, thread), ()) = parallel! {
+        (current(), std::thread::current().id()),
+        std::thread::sleep(std::time::Duration::from_millis(50)),
+    };
+    (span, thread != caller)
+}
+
 // `#[tracing::instrument]` *above* `#[blocking_first]` is a compile error with a fix-it message:
 // see ui/tests/ui/fail/instrument_above.rs.
 #[blocking_first]
@@ -60,6 +72,12 @@ fn the_callers_span_is_current_in_every_part_of_the_body() {
         assert!(expected.is_some());
         let seen = spans_seen().instrument(span).await;
         assert_eq!(seen, vec![expected; 5]);
+
+        let span = tracing::info_span!("request");
+        let expected = span.id();
+        let (seen, elsewhere) = span_in_a_dispatched_branch().instrument(span).await;
+        assert!(elsewhere, "the branch ran on another thread");
+        assert_eq!(seen, expected, "the span in a branch on another loop");
     });
 }
 

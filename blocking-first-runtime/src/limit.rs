@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+mod admission;
 mod context;
 mod error;
 mod slot;
@@ -133,6 +134,10 @@ pub struct Limit {
     watched: AtomicBool,
     /// The run queue and the blocking loops that serve it.
     pub(crate) exec: Exec,
+    /// Queued jobs at which [`Limit::is_full`] says so (0: never).
+    max_waiting: AtomicUsize,
+    /// Requests turned away because the queue was full.
+    shed: AtomicU64,
 }
 
 impl Limit {
@@ -169,6 +174,8 @@ impl Limit {
             last_warning: Mutex::new(None),
             watched: AtomicBool::new(false),
             exec: Exec::new(),
+            max_waiting: AtomicUsize::new(0),
+            shed: AtomicU64::new(0),
         }
     }
 
@@ -259,6 +266,8 @@ impl Limit {
             peak: self.peak.load(Ordering::Acquire),
             waiting: self.waiting.load(Ordering::Acquire),
             loops: self.exec.loops(),
+            max_waiting: self.max_waiting(),
+            shed: self.shed.load(Ordering::Relaxed),
         }
     }
 
@@ -390,4 +399,9 @@ pub struct LimitStats {
     /// Blocking loops alive now (each is one thread of tokio's blocking pool, holding one slot;
     /// at most the cap).
     pub loops: usize,
+    /// The queue length at which the limit counts as full ([`Limit::with_max_waiting`]).
+    pub max_waiting: Option<usize>,
+    /// Requests turned away since start because the queue was full (by `blocking_first::tower`'s
+    /// layer, or [`Limit::count_shed`]).
+    pub shed: u64,
 }

@@ -28,6 +28,7 @@ impl Pool {
         let job = Box::new(BranchJob {
             task,
             runtime: self.runtime.clone(),
+            span: crate::span::Span::current(),
         });
         crate::exec::submit(limit, job, crate::exec::Priority::Branch, true).is_ok()
     }
@@ -53,12 +54,15 @@ impl Pool {
 struct BranchJob<F> {
     task: F,
     runtime: tokio::runtime::Handle,
+    /// The caller's span, current in the branch as in the rest of the body.
+    span: crate::span::Span,
 }
 
 #[cfg(not(blocking_first_loom))]
 impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
     fn run(self: Box<Self>, _limit: &'static Limit, running: crate::exec::Running) {
         let _runtime = self.runtime.enter();
+        let _entered = self.span.enter();
         (self.task)();
         drop(running);
     }
