@@ -32,6 +32,12 @@ write) written six ways, served on 127.0.0.1 and loaded at several concurrencies
   --rows N               rows in the table [1000]
   --out PATH             write PATH.md and PATH.svg [docs/bench/loadbench]
   --no-write             print the table only
+  --overload             instead of the table above: find the sustainable rate R of (a) (closed
+                         loop, concurrency 128), then offer open-loop load at 1x, 2x, 4x R to (a)
+                         with ShedLayer and to (a) without shedding, 2 rounds interleaved; writes
+                         docs/bench/overload.md and .svg unless --out or --no-write is given
+  --overload-seconds S   seconds of offered load per overload cell [8]
+  --max-waiting N        the limit's queue bound with shedding [4 x pool]
 ";
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,12 @@ pub struct Args {
     pub max_blocking: usize,
     pub rows: i64,
     pub out: Option<PathBuf>,
+    /// `--out` was given (the overload mode has its own default).
+    pub out_given: bool,
+    pub overload: bool,
+    pub overload_time: Duration,
+    /// `None`: 4 × pool.
+    pub max_waiting: Option<usize>,
 }
 
 impl Default for Args {
@@ -69,6 +81,10 @@ impl Default for Args {
             max_blocking: 512,
             rows: 1000,
             out: Some(PathBuf::from("docs/bench/loadbench")),
+            out_given: false,
+            overload: false,
+            overload_time: Duration::from_secs(8),
+            max_waiting: None,
         }
     }
 }
@@ -82,6 +98,11 @@ impl Args {
             }
             if flag == "--no-write" {
                 args.out = None;
+                args.out_given = true;
+                continue;
+            }
+            if flag == "--overload" {
+                args.overload = true;
                 continue;
             }
             let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -116,11 +137,23 @@ impl Args {
                 "--server-workers" => args.server_workers = positive(&flag, &value)?,
                 "--max-blocking" => args.max_blocking = positive(&flag, &value)?,
                 "--rows" => args.rows = positive(&flag, &value)? as i64,
-                "--out" => args.out = Some(PathBuf::from(value)),
+                "--out" => {
+                    args.out = Some(PathBuf::from(value));
+                    args.out_given = true;
+                }
+                "--overload-seconds" => {
+                    args.overload_time = Duration::from_secs(positive(&flag, &value)? as u64)
+                }
+                "--max-waiting" => args.max_waiting = Some(positive(&flag, &value)?),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
         Ok(args)
+    }
+
+    /// The limit's queue bound in the overload mode's shedding cells.
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting.unwrap_or(4 * self.pool)
     }
 
     /// Measured requests of one cell (one variant, one concurrency, one round).

@@ -1,5 +1,5 @@
 //! Counting what is in use: gauges around code sections, and a monitor thread that samples the
-//! process's OS threads and the database's backends.
+//! process's OS threads, its resident set and the database's backends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,10 +46,25 @@ pub fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |dir| dir.count())
 }
 
+/// The resident set of this process (`VmRSS` of `/proc/self/status`), in KiB; 0 if unknown.
+pub fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Peaks seen by the monitor since the last [`Monitor::reset`].
 #[derive(Debug, Default)]
 pub struct Peaks {
     pub os_threads: AtomicUsize,
+    /// Resident set of the process, KiB (sampled every 10 ms).
+    pub rss_kib: AtomicUsize,
     /// Backends of the benchmark database running a statement (PostgreSQL only).
     pub pg_active: AtomicUsize,
     /// Backends connected to the benchmark database (PostgreSQL only).
@@ -85,6 +100,9 @@ impl Monitor {
                     let mut tick = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         peaks.os_threads.fetch_max(os_threads(), Ordering::AcqRel);
+                        if tick % 5 == 0 {
+                            peaks.rss_kib.fetch_max(rss_kib(), Ordering::AcqRel);
+                        }
                         if tick % 5 == 0
                             && let Some(client) = client.as_mut()
                         {
@@ -106,6 +124,7 @@ impl Monitor {
     /// Starts a new phase: the peaks become the current values.
     pub fn reset(&self) {
         self.peaks.os_threads.store(os_threads(), Ordering::Release);
+        self.peaks.rss_kib.store(rss_kib(), Ordering::Release);
         self.peaks.pg_active.store(0, Ordering::Release);
         self.peaks.pg_connected.store(0, Ordering::Release);
     }

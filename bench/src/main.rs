@@ -9,6 +9,7 @@ mod args;
 mod db;
 mod gauge;
 mod load;
+mod overload;
 mod report;
 mod upstream;
 mod variants;
@@ -60,6 +61,16 @@ fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let monitor = Monitor::start(args.pg.as_deref())?;
+    if args.overload {
+        let setup = Setup {
+            args,
+            db: &db,
+            upstream: &upstream,
+            client_runtime: &client_runtime,
+            monitor: &monitor,
+        };
+        return overload::run(&setup, environment);
+    }
 
     // (e) needs a client that runs on a runtime worker: asked once, before the rounds.
     let mut notes = Vec::new();

@@ -78,6 +78,35 @@ impl Environment {
         self
     }
 
+    /// The command block and the date, machine and load lines of a report.
+    pub fn header(&self) -> String {
+        format!(
+            "```sh\n{}\n```\n\n\
+             - date: {}; whole run {:.0} s\n\
+             - machine: `nproc` = {}; CPU: {}; memory (`free -h`): {}; kernel {}\n\
+             - load average (1/5/15 min) before: {}; after: {}\n\
+             - database: {}\n",
+            self.command,
+            self.date,
+            self.total.as_secs_f64(),
+            self.nproc,
+            self.cpu,
+            self.memory,
+            self.kernel,
+            self.load_before,
+            self.load_after,
+            self.database,
+        )
+    }
+
+    /// `nproc` and the load average before and after, for a plot's title.
+    pub fn machine_short(&self) -> String {
+        format!(
+            "{}; nproc {}, load {} → {}",
+            self.database, self.nproc, self.load_before, self.load_after
+        )
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{}\n{} | nproc {} | {} | {} | kernel {} | load before: {}",
