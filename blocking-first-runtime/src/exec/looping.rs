@@ -135,7 +135,6 @@ fn run_loop(limit: &'static Limit, life: Arc<Life>) {
             return;
         }
         if let Some(entry) = queue.pop() {
-            exec.queued.fetch_sub(1, Ordering::AcqRel);
             limit.queued_changed(-1, entry.returning);
             drop(queue);
             run_job(limit, entry.job);
@@ -260,7 +259,7 @@ pub(crate) fn wait_in_place(
             }
             std::hint::spin_loop();
         }
-        if limit.exec.queued() > 0 || cancelled() || start.elapsed() >= QUICK_AWAIT {
+        if limit.waiting() > 0 || cancelled() || start.elapsed() >= QUICK_AWAIT {
             return woken();
         }
         thread::yield_now();

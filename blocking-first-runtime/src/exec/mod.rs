@@ -76,8 +76,6 @@ fn entry_key(job: &dyn Job) -> *const () {
 /// A limit's run queue and loop bookkeeping (a field of [`Limit`]).
 pub(crate) struct Exec {
     queue: Mutex<Queue>,
-    /// Jobs in the queue, readable without the lock (a loop waiting in place stops when > 0).
-    queued: AtomicUsize,
 }
 
 struct Queue {
@@ -121,7 +119,6 @@ impl Exec {
                 spinning: false,
                 loops: 0,
             }),
-            queued: AtomicUsize::new(0),
         }
     }
 
@@ -132,11 +129,6 @@ impl Exec {
     /// Loops alive now.
     pub(crate) fn loops(&self) -> usize {
         self.lock().loops
-    }
-
-    /// Jobs waiting for a loop now.
-    pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
     }
 }
 
@@ -213,7 +205,6 @@ fn take_entry(
         let at = list.iter().position(|entry| matches(&*entry.job))?;
         list.remove(at)
     })?;
-    limit.exec.queued.fetch_sub(1, Ordering::AcqRel);
     limit.queued_changed(-1, found.returning);
     Some(found.job)
 }
@@ -249,7 +240,6 @@ pub(crate) fn submit(
         Priority::Started => queue.started.push_back(entry),
         Priority::Branch => queue.started.push_front(entry),
     }
-    exec.queued.fetch_add(1, Ordering::AcqRel);
     limit.queued_changed(1, returning);
     drop(queue);
     if returning {

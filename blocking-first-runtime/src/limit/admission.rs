@@ -47,8 +47,7 @@ impl Limit {
     /// turned away. Requests checked at the same instant may all pass, so the queue can exceed
     /// the bound by as many as arrive together.
     pub fn is_full(&self) -> bool {
-        self.max_waiting()
-            .is_some_and(|max| self.stats_waiting() >= max)
+        self.max_waiting().is_some_and(|max| self.waiting() >= max)
     }
 
     /// Counts one request turned away because the limit was full (in [`LimitStats::shed`]), for
@@ -59,7 +58,8 @@ impl Limit {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn stats_waiting(&self) -> usize {
+    /// Jobs in the run queue now (`LimitStats::waiting`).
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
 }
