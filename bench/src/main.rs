@@ -140,15 +140,47 @@ fn run(args: &Args) -> Result<(), String> {
     let markdown = report::markdown(args, &environment, &rows, &notes);
     println!("\n{markdown}");
     if let Some(out) = &args.out {
-        let md = out.with_extension("md");
-        let svg = out.with_extension("svg");
-        if let Some(dir) = md.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        }
-        std::fs::write(&md, &markdown).map_err(|e| format!("{}: {e}", md.display()))?;
-        report::plot(&svg, args, &environment, &rows)?;
-        eprintln!("written {} and {}", md.display(), svg.display());
+        write_report(out, &markdown, |svg| {
+            report::plot(svg, args, &environment, &rows)
+        })?;
     }
+    Ok(())
+}
+
+/// Serves `router` on a fresh runtime shaped as `args` says (the server under test).
+fn serve_on_tokio(
+    args: &Args,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> Result<tokio::runtime::Runtime, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_workers)
+        .max_blocking_threads(args.max_blocking)
+        .thread_name("server")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let listener = listener.into_std().map_err(|e| e.to_string())?;
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        axum::serve(listener, router).await
+    });
+    Ok(runtime)
+}
+
+/// Writes `markdown` to `out.md` and the plot `draw` makes to `out.svg`.
+fn write_report(
+    out: &std::path::Path,
+    markdown: &str,
+    draw: impl FnOnce(&std::path::Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let (md, svg) = (out.with_extension("md"), out.with_extension("svg"));
+    if let Some(dir) = md.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&md, markdown).map_err(|e| format!("{}: {e}", md.display()))?;
+    draw(&svg)?;
+    eprintln!("written {} and {}", md.display(), svg.display());
     Ok(())
 }
 
@@ -181,21 +213,7 @@ fn cell(
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = match variant.router(app.clone()) {
-        Some(router) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(args.server_workers)
-                .max_blocking_threads(args.max_blocking)
-                .thread_name("server")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let listener = listener.into_std().map_err(|e| e.to_string())?;
-            runtime.spawn(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, router).await
-            });
-            Server::Tokio(runtime)
-        }
+        Some(router) => Server::Tokio(serve_on_tokio(args, listener, router)?),
         None => {
             let listener = listener.into_std().map_err(|e| e.to_string())?;
             Server::Threads(

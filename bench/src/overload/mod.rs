@@ -113,14 +113,9 @@ pub fn run(setup: &Setup<'_>, environment: Environment) -> Result<(), String> {
         (Some(out), true) => out.clone(),
         (Some(_), false) => PathBuf::from("docs/bench/overload"),
     };
-    let (md, svg) = (out.with_extension("md"), out.with_extension("svg"));
-    if let Some(dir) = md.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(&md, &markdown).map_err(|e| format!("{}: {e}", md.display()))?;
-    plot(&svg, &environment, rate, &rows).map_err(|e| format!("plot: {e}"))?;
-    eprintln!("written {} and {}", md.display(), svg.display());
-    Ok(())
+    crate::write_report(&out, &markdown, |svg| {
+        plot(svg, &environment, rate, &rows).map_err(|e| format!("plot: {e}"))
+    })
 }
 
 /// One cell: a fresh server of (a), shedding or not, offered `multiple × rate` req/s.
@@ -154,18 +149,7 @@ fn overload_cell(
         .block_on(async { upstream::listen() })
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let listener = listener.into_std().map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.server_workers)
-        .max_blocking_threads(args.max_blocking)
-        .thread_name("server")
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, router).await
-    });
+    let runtime = crate::serve_on_tokio(args, listener, router)?;
     let window = args.overload_time;
     let mut point = setup.client_runtime.block_on(offer(
         format!("http://{addr}/"),
