@@ -40,6 +40,7 @@
 pub use blocking_first_macros::blocking_first;
 
 pub use blocking_first_runtime::limit;
+pub use blocking_first_runtime::observe;
 // `pool` (feature `r2d2`), present whenever the runtime has it; without it, nothing to import.
 #[allow(unused_imports)]
 pub use blocking_first_runtime::integrations::*;

@@ -45,7 +45,7 @@ pub(crate) fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStrea
         let errors = errors.into_iter().map(syn::Error::into_compile_error);
         return quote!(#(#errors)* #func);
     }
-    *func.block = wrap(&func.block, &names, &args);
+    *func.block = wrap(&func.block, &func.sig.ident, &names, &args);
     if signature::add_send_bounds(&mut func.sig) {
         func.attrs
             .push(syn::parse_quote!(#[allow(clippy::implied_bounds_in_impls)]));
@@ -54,7 +54,7 @@ pub(crate) fn blocking_first(args: TokenStream, item: TokenStream) -> TokenStrea
 }
 
 /// The body, handed to the driver as one `async move` block.
-fn wrap(body: &Block, names: &Names, args: &Args) -> Block {
+fn wrap(body: &Block, name: &Ident, names: &Names, args: &Args) -> Block {
     let Names {
         krate,
         mode,
@@ -84,10 +84,21 @@ fn wrap(body: &Block, names: &Names, args: &Args) -> Block {
             #private::Body::new(::std::boxed::Box::pin(body))
         }
     };
+    // Where the function is, for its time split: `line!()` at the attribute is its line.
+    let site = Ident::new("__BLOCKING_FIRST_SITE", Span::mixed_site());
+    let function = name.to_string();
+    let site_static = quote_spanned! {attr=>
+        static #site: #private::Site = #private::Site::new(
+            ::core::concat!(::core::module_path!(), "::", #function),
+            ::core::file!(),
+            ::core::line!(),
+        );
+    };
     parse_quote_spanned! {span=>
         {
             #must_be_send
-            #private::drive(#limit, move |#mode: #private::Mode| {
+            #site_static
+            #private::drive(&#site, #limit, move |#mode: #private::Mode| {
                 #check(async move {
                     // A body ending in `panic!()`/`todo!()` is a "diverging sub-expression" here.
                     #[allow(clippy::diverging_sub_expression, clippy::let_unit_value)]

@@ -18,6 +18,7 @@ pub mod limit;
 #[cfg(all(test, blocking_first_loom))]
 mod loom;
 mod mode;
+pub mod observe;
 pub mod parallel;
 mod span;
 mod stats;

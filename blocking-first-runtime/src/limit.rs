@@ -384,6 +384,7 @@ impl Drop for PoolSizing {
 
 /// Counters of one [`Limit`], from [`Limit::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct LimitStats {
     /// The limit's name.

@@ -20,6 +20,8 @@ use loom::thread;
 
 use crate::driver::{Stretch, run_stretch};
 use crate::mode::Shared;
+
+static SITE: crate::observe::Site = crate::observe::Site::new("loom::model", file!(), line!());
 use crate::parallel;
 use crate::ticket::{Pending, Ticket, TicketState};
 
@@ -72,7 +74,7 @@ impl Wake for Flag {
 fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
     loom::model(|| {
         let channel = Arc::new(Channel::new());
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(crate::observe::Record::new(&SITE, crate::limit::global())));
         let waker = Waker::from(shared.clone());
         let mut sender = Some({
             let channel = channel.clone();

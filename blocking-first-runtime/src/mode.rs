@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::observe::Record;
 use crate::sync::{self, AtomicBool, Mutex, Ordering};
 
 /// State shared by one body, its [`Mode`] handle and its driver.
@@ -31,12 +32,15 @@ pub(crate) struct Shared {
     pub(crate) cancelled: AtomicBool,
     /// The outer task's waker, present only while the body is parked with the driver.
     parked: Mutex<Option<Waker>>,
+    /// Where the body's time goes, and where it is listed while in flight.
+    pub(crate) record: Record,
 }
 
 impl Shared {
     /// A body's state before its first poll: woken, so the first poll runs its opening code.
-    pub(crate) fn new() -> Shared {
+    pub(crate) fn new(record: Record) -> Shared {
         Shared {
+            record,
             io: AtomicBool::new(false),
             on_blocking: AtomicBool::new(false),
             woken: AtomicBool::new(true),

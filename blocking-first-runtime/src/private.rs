@@ -2,6 +2,7 @@
 
 pub use crate::driver::{Body, Drive, drive_body as drive};
 pub use crate::mode::{EnterIo, LeaveIo, Mode};
+pub use crate::observe::Site;
 
 /// `parallel!` expands to these.
 pub mod parallel {

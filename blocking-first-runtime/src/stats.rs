@@ -18,9 +18,11 @@ pub(crate) static DISPATCHED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static NESTED_INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static STARVATION_WARNINGS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DETECTOR_WARNINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the process-wide counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Moves of a body onto the blocking pool since start.
@@ -46,6 +48,9 @@ pub struct Stats {
     /// longer than usual while bodies waited to come back from `io!` or an `.await` (see
     /// [`Limit`](crate::limit::Limit)).
     pub starvation_warnings: u64,
+    /// Warnings of the detectors of blocking code inside `io!` and of long blocking stretches
+    /// so far (see [`observe::detect`](crate::observe::detect)).
+    pub detector_warnings: u64,
 }
 
 /// Reads the process-wide counters.
@@ -68,6 +73,7 @@ pub fn stats() -> Stats {
         parallel_inline: INLINE.load(Ordering::Relaxed),
         nested_inline: NESTED_INLINE.load(Ordering::Relaxed),
         starvation_warnings: STARVATION_WARNINGS.load(Ordering::Relaxed),
+        detector_warnings: DETECTOR_WARNINGS.load(Ordering::Relaxed),
     }
 }
 

@@ -7,7 +7,13 @@ async fn report(id: u32) -> impl IntoResponse {
     {
         bf::__private::Body::new(::std::boxed::Box::pin(body))
     }
+    static __BLOCKING_FIRST_SITE: bf::__private::Site = bf::__private::Site::new(
+        ::core::concat!(::core::module_path!(), "::", "report"),
+        ::core::file!(),
+        ::core::line!(),
+    );
     bf::__private::drive(
+            &__BLOCKING_FIRST_SITE,
             ::core::option::Option::Some(&DB),
             move |__bf: bf::__private::Mode| {
                 body_must_be_send(async move {
@@ -36,7 +42,13 @@ impl Service {
         {
             ::blocking_first::__private::Body::new(::std::boxed::Box::pin(body))
         }
+        static __BLOCKING_FIRST_SITE: ::blocking_first::__private::Site = ::blocking_first::__private::Site::new(
+            ::core::concat!(::core::module_path!(), "::", "refresh"),
+            ::core::file!(),
+            ::core::line!(),
+        );
         ::blocking_first::__private::drive(
+                &__BLOCKING_FIRST_SITE,
                 ::core::option::Option::None,
                 move |__bf: ::blocking_first::__private::Mode| {
                     body_must_be_send(async move {

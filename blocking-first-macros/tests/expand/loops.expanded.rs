@@ -6,7 +6,13 @@ async fn poll_jobs(queue: Queue) -> usize {
     {
         ::blocking_first::__private::Body::new(::std::boxed::Box::pin(body))
     }
+    static __BLOCKING_FIRST_SITE: ::blocking_first::__private::Site = ::blocking_first::__private::Site::new(
+        ::core::concat!(::core::module_path!(), "::", "poll_jobs"),
+        ::core::file!(),
+        ::core::line!(),
+    );
     ::blocking_first::__private::drive(
+            &__BLOCKING_FIRST_SITE,
             ::core::option::Option::None,
             move |__bf: ::blocking_first::__private::Mode| {
                 body_must_be_send(async move {

@@ -8,10 +8,11 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
 
-use super::{Boxed, Stretch, run_stretch};
+use super::{Boxed, Stretch, parked_or_io, run_stretch};
 use crate::exec::{self, Job};
 use crate::limit::Limit;
 use crate::mode::Shared;
+use crate::observe::{Kind, detect};
 use crate::span::Span;
 
 /// A stretch of a body's blocking code, as a loop's job.
@@ -38,9 +39,16 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         // an abandoned outcome drops, see the body's own runtime too.
         let _runtime = handle.enter();
         let _entered = span.enter();
+        let record = &shared.record;
+        record.enter_hop();
         let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
             run_stretch(body.as_mut(), &shared, &waker, Some(limit))
         }));
+        let ended = match &stretch {
+            Ok(Stretch::Back) => record.enter(parked_or_io(&shared)),
+            _ => record.end(),
+        };
+        detect::segment_ended(record.site, limit.name(), ended);
         let outcome = match stretch {
             Ok(Stretch::Done(value)) => Outcome::Done(value),
             Ok(Stretch::Back) => Outcome::Back(body),
@@ -65,6 +73,14 @@ impl<T: Send + 'static> Job for BodyJob<T> {
 
     fn key(&self) -> *const () {
         Arc::as_ptr(&self.shared).cast()
+    }
+
+    fn queued(&self, for_slot: bool) {
+        self.shared.record.enter(if for_slot {
+            Kind::SlotWait
+        } else {
+            Kind::PoolQueue
+        });
     }
 
     fn abandon(self: Box<Self>) {

@@ -24,6 +24,7 @@ mod job;
 
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
+use crate::observe::{self, Kind, Record, Site, detect};
 use crate::span::Span;
 use crate::stats;
 use crate::sync::Ordering;
@@ -51,15 +52,16 @@ impl<T> fmt::Debug for Body<T> {
 /// Starts driving the body that `make` builds around its [`Mode`] handle; what
 /// `#[blocking_first]` expands to (`__private::drive`). The body is boxed by the caller, in
 /// `body_must_be_send`, so that a non-`Send` body is reported there. `limit`: the [`Limit`] whose
-/// slots the body's blocking code takes (`None`: the global one). The body does not start before
-/// the returned future is first polled.
-pub fn drive_body<F, T>(limit: Option<&'static Limit>, make: F) -> Drive<T>
+/// slots the body's blocking code takes (`None`: the global one); `site`: where the function is,
+/// for its time split. The body does not start before the returned future is first polled.
+pub fn drive_body<F, T>(site: &'static Site, limit: Option<&'static Limit>, make: F) -> Drive<T>
 where
     F: FnOnce(Mode) -> Body<T>,
     T: Send + 'static,
 {
+    let limit = limit.unwrap_or_else(limit::global);
     // Starts as if woken: the first poll must run the body's opening blocking code.
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Record::new(site, limit)));
     let Body(body) = make(Mode {
         shared: shared.clone(),
     });
@@ -68,8 +70,9 @@ where
         shared,
         handoff: Arc::new(Handoff::new()),
         state: State::Held(body),
-        limit: limit.unwrap_or_else(limit::global),
+        limit,
         started: false,
+        reported: false,
         span: Span::current(),
     }
 }
@@ -89,6 +92,8 @@ pub struct Drive<T: Send + 'static> {
     limit: &'static Limit,
     /// Whether the body has been polled at all (an unstarted body can be dropped anywhere).
     started: bool,
+    /// Whether its end was reported (to tracing and metrics) and it left the bodies in flight.
+    reported: bool,
     span: Span,
 }
 
@@ -115,9 +120,15 @@ impl<T: Send + 'static> Future for Drive<T> {
                         this.state = State::Hopping;
                         return Poll::Pending;
                     }
-                    Poll::Ready(Outcome::Done(value)) => return Poll::Ready(value),
+                    Poll::Ready(Outcome::Done(value)) => {
+                        this.finish(observe::Outcome::Completed, None);
+                        return Poll::Ready(value);
+                    }
                     Poll::Ready(Outcome::Back(body)) => this.state = State::Held(body),
-                    Poll::Ready(Outcome::Panicked(payload)) => panic::resume_unwind(payload),
+                    Poll::Ready(Outcome::Panicked(payload)) => {
+                        this.finish(observe::Outcome::Panicked, None);
+                        panic::resume_unwind(payload)
+                    }
                 },
                 State::Held(mut body) => {
                     if !this.shared.take_wake() && this.shared.park(cx.waker()) {
@@ -162,24 +173,80 @@ impl<T: Send + 'static> Future for Drive<T> {
 }
 
 impl<T: Send + 'static> Drive<T> {
+    /// At the body's first poll: its record starts (if observation is on) and it is listed in
+    /// flight.
+    fn start(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        detect::read_env();
+        let on = observe::is_enabled();
+        self.shared.record.begin(on);
+        if on {
+            observe::register(&self.shared);
+        }
+    }
+
+    /// The body ended: its split is reported and it leaves the bodies in flight. `now`: for a
+    /// body cancelled mid-segment.
+    fn finish(&mut self, outcome: observe::Outcome, now: Option<u64>) {
+        if mem::replace(&mut self.reported, true) || !self.started {
+            return;
+        }
+        observe::report(&self.shared.record, outcome, &self.span, now);
+        observe::deregister(&self.shared);
+    }
+
     /// Polls the body in async mode, on the caller's task.
     fn poll_here(&mut self, body: &mut Boxed<T>) -> Poll<T> {
-        self.started = true;
+        self.start();
         self.shared.on_blocking.store(false, Ordering::Release);
-        let _entered = self.span.enter();
-        body.as_mut().poll(&mut Context::from_waker(&self.waker))
+        let entered = self.span.enter();
+        let mut cx = Context::from_waker(&self.waker);
+        let polled = match detect::io_poll_threshold() {
+            None => body.as_mut().poll(&mut cx),
+            Some(threshold) => {
+                let start = observe::now();
+                let polled = body.as_mut().poll(&mut cx);
+                let took = observe::now().saturating_sub(start);
+                detect::io_poll_took(self.shared.record.site, took, threshold);
+                polled
+            }
+        };
+        drop(entered);
+        if polled.is_ready() {
+            self.shared.record.end();
+            self.finish(observe::Outcome::Completed, None);
+        }
+        polled
     }
 
     /// Runs a stretch of the body right here, inside the stretch of the body that awaits it (so
     /// on a blocking thread): no hop. `slot`: one of this body's limit, unless the thread's slot
     /// already is.
     fn run_inline(&mut self, body: &mut Boxed<T>, slot: Option<Slot>) -> Poll<T> {
-        self.started = true;
+        self.start();
         stats::NESTED_INLINE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _slot = slot.map(limit::enter_context);
-        let _entered = self.span.enter();
-        match run_stretch(body.as_mut(), &self.shared, &self.waker, None) {
-            Stretch::Done(value) => Poll::Ready(value),
+        let slot = slot.map(limit::enter_context);
+        let entered = self.span.enter();
+        let record = &self.shared.record;
+        record.enter(Kind::Blocking);
+        // A panic unwinds to the caller, whose drop of this driver reports it.
+        let stretch = run_stretch(body.as_mut(), &self.shared, &self.waker, None);
+        let ended = match &stretch {
+            Stretch::Done(_) => record.end(),
+            _ => record.enter(parked_or_io(&self.shared)),
+        };
+        detect::segment_ended(record.site, self.limit.name(), ended);
+        drop(entered);
+        // The slot goes back before the caller sees the result.
+        drop(slot);
+        match stretch {
+            Stretch::Done(value) => {
+                self.finish(observe::Outcome::Completed, None);
+                Poll::Ready(value)
+            }
             Stretch::Back => Poll::Pending,
             Stretch::Cancelled => unreachable!("a driver being polled is not dropped"),
         }
@@ -192,7 +259,7 @@ impl<T: Send + 'static> Drive<T> {
         } else {
             Priority::Fresh
         };
-        self.started = true;
+        self.start();
         let Ok(handle) = Handle::try_current() else {
             panic!(
                 "blocking-first: a #[blocking_first] function was awaited outside a tokio \
@@ -210,6 +277,15 @@ impl<T: Send + 'static> Drive<T> {
         if exec::submit(self.limit, job, priority, false).is_err() {
             unreachable!("a body's job is always queued");
         }
+    }
+}
+
+/// What a body that came back from a stretch without completing waits in.
+pub(crate) fn parked_or_io(shared: &Shared) -> Kind {
+    if shared.io.load(Ordering::Acquire) {
+        Kind::Io
+    } else {
+        Kind::Parked
     }
 }
 
@@ -303,6 +379,16 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
 impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
         self.shared.cancelled.store(true, Ordering::Release);
+        if !self.reported && self.started {
+            // Unwinding: the body panicked in a poll on this thread (async mode, or inline).
+            let outcome = if std::thread::panicking() {
+                observe::Outcome::Panicked
+            } else {
+                observe::Outcome::Cancelled
+            };
+            let now = self.shared.record.is_on().then(observe::now);
+            self.finish(outcome, now);
+        }
         let leftover: Box<dyn Send> = match mem::replace(&mut self.state, State::Done) {
             State::Done => return,
             // Still queued: take it back. On a loop: the loop sees `cancelled` at the body's

@@ -60,6 +60,9 @@ pub(crate) trait Job: Send {
     fn handle(&self) -> &Handle;
     /// Identifies a body's job, for [`withdraw`].
     fn key(&self) -> *const ();
+    /// Called under the queue's lock as the job is queued: `for_slot` when no loop is coming
+    /// for it yet (every slot is busy), so it waits for one (a body's time split records it).
+    fn queued(&self, _for_slot: bool) {}
     /// Its runtime shut down before a loop could take the job: report it (a body's caller gets a
     /// panic saying so) and drop the job here.
     fn abandon(self: Box<Self>);
@@ -234,6 +237,7 @@ pub(crate) fn submit(
     let returning = matches!(then, Then::Nothing)
         && priority == Priority::Started
         && limit.capacity().is_some();
+    job.queued(matches!(then, Then::Nothing));
     let entry = Entry { job, returning };
     match priority {
         Priority::Fresh => queue.fresh.push_back(entry),

@@ -1,0 +1,248 @@
+//! Where each body's time goes: its time split, the bodies in flight, and detectors for
+//! blocking code where it does not belong.
+//!
+//! Every `#[blocking_first]` body records, at each move, what kind of time it is spending
+//! ([`Kind`]): waiting for a slot of its limit, queued for a blocking thread, running blocking
+//! code, in an `io!` region, or parked on an `.await` outside regions. One clock read per move.
+//! When the body ends, its [`Split`] goes
+//! - to `tracing`, as one `DEBUG` event at target `blocking_first::split`, inside the caller's
+//!   span (so request spans and OpenTelemetry exporters get it);
+//! - to the `metrics` facade with the `metrics` feature (names in the README);
+//!
+//! and while it runs, [`in_flight`] lists it.
+//!
+//! ```
+//! # use blocking_first_runtime as blocking_first;
+//! use blocking_first::observe;
+//!
+//! for body in observe::in_flight() {
+//!     println!(
+//!         "{} ({}:{}) {} for {:?}, {:?} old",
+//!         body.function, body.file, body.line, body.state.name(), body.in_state, body.age,
+//!     );
+//! }
+//! ```
+//!
+//! Recording is on by default; [`set_enabled`] turns it off (or on) at run time, for bodies
+//! that start afterwards.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub mod detect;
+mod record;
+mod registry;
+mod report;
+
+pub(crate) use record::{Record, now};
+pub(crate) use registry::{deregister, register};
+pub(crate) use report::{Outcome, report};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns recording of bodies' time splits (and their listing in [`in_flight`]) on or off, for
+/// bodies that start from now on. On by default. Off, a body costs one relaxed load per move
+/// instead of a clock read, and nothing reaches tracing, metrics or the detector of long
+/// blocking stretches.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether bodies that start now record their time split.
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Where a `#[blocking_first]` function is: written by the macro as a `static` next to it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Site {
+    pub(crate) function: &'static str,
+    pub(crate) file: &'static str,
+    pub(crate) line: u32,
+    /// When each detector last warned about this function (ns from the clock's start, + 1).
+    pub(crate) warned: [AtomicU64; 2],
+}
+
+impl Site {
+    /// The function's path (`module::name`), file and line.
+    pub const fn new(function: &'static str, file: &'static str, line: u32) -> Site {
+        Site {
+            function,
+            file,
+            line,
+            warned: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+}
+
+/// What kind of time a body is spending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Kind {
+    /// Queued for a slot of its limit: every slot is busy.
+    SlotWait,
+    /// Handed to a blocking thread that has not picked it up yet (a loop waking up, or a new
+    /// one waiting for tokio's blocking pool to start it).
+    PoolQueue,
+    /// Running blocking code, on a blocking thread, holding a slot.
+    Blocking,
+    /// In an `io!` region: on the runtime, holding no thread while it waits.
+    Io,
+    /// Waiting on an `.await` outside any `io!` region (holding no thread).
+    Parked,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 5] = [
+        Kind::SlotWait,
+        Kind::PoolQueue,
+        Kind::Blocking,
+        Kind::Io,
+        Kind::Parked,
+    ];
+
+    /// Its name in events, metric labels and JSON: `slot_wait`, `pool_queue`, `blocking`,
+    /// `io`, `parked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::SlotWait => "slot_wait",
+            Kind::PoolQueue => "pool_queue",
+            Kind::Blocking => "blocking",
+            Kind::Io => "io",
+            Kind::Parked => "parked",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How long a body spent in each [`Kind`] of time, from its first move to its end (or to now,
+/// for a body in flight), and how often it hopped onto a blocking thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Split {
+    /// Queued for a slot of its limit.
+    pub slot_wait: Duration,
+    /// Handed to a blocking thread not yet running it.
+    pub pool_queue: Duration,
+    /// Running blocking code.
+    pub blocking: Duration,
+    /// In `io!` regions.
+    pub io: Duration,
+    /// Parked on `.await`s outside regions.
+    pub parked: Duration,
+    /// Moves onto a blocking thread.
+    pub hops: u32,
+}
+
+impl Split {
+    /// The time spent as `kind`.
+    pub fn get(&self, kind: Kind) -> Duration {
+        match kind {
+            Kind::SlotWait => self.slot_wait,
+            Kind::PoolQueue => self.pool_queue,
+            Kind::Blocking => self.blocking,
+            Kind::Io => self.io,
+            Kind::Parked => self.parked,
+        }
+    }
+
+    /// All of it: the body's wall time.
+    pub fn total(&self) -> Duration {
+        Kind::ALL.iter().map(|&kind| self.get(kind)).sum()
+    }
+}
+
+/// One live body, from [`in_flight`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BodySnapshot {
+    /// The annotated function, `module::name`.
+    pub function: &'static str,
+    /// Its source file.
+    pub file: &'static str,
+    /// The line of its `#[blocking_first]`.
+    pub line: u32,
+    /// The name of its [`Limit`](crate::limit::Limit).
+    pub limit: &'static str,
+    /// What it is doing now.
+    pub state: Kind,
+    /// For how long it has been doing it.
+    pub in_state: Duration,
+    /// Since its first move.
+    pub age: Duration,
+    /// Its time so far.
+    pub split: Split,
+}
+
+/// Every body that started and has not ended, oldest first: where it is, what it is doing and
+/// for how long. Cost: a lock per shard of the registry, held while copying.
+pub fn in_flight() -> Vec<BodySnapshot> {
+    let now = now();
+    let mut bodies = Vec::new();
+    registry::for_each(|record| {
+        let Some(state) = record.kind() else { return };
+        let (in_state, age) = record.ages(now);
+        bodies.push(BodySnapshot {
+            function: record.site.function,
+            file: record.site.file,
+            line: record.site.line,
+            limit: record.limit.name(),
+            state,
+            in_state,
+            age,
+            split: record.split(Some(now)),
+        });
+    });
+    bodies.sort_by(|a, b| b.age.cmp(&a.age));
+    bodies
+}
+
+#[cfg(feature = "serde")]
+mod serialize {
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::{BodySnapshot, Split};
+
+    fn us(duration: std::time::Duration) -> u64 {
+        u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Durations in whole microseconds, `*_us`.
+    impl Serialize for Split {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut split = serializer.serialize_struct("Split", 7)?;
+            split.serialize_field("total_us", &us(self.total()))?;
+            split.serialize_field("slot_wait_us", &us(self.slot_wait))?;
+            split.serialize_field("pool_queue_us", &us(self.pool_queue))?;
+            split.serialize_field("blocking_us", &us(self.blocking))?;
+            split.serialize_field("io_us", &us(self.io))?;
+            split.serialize_field("parked_us", &us(self.parked))?;
+            split.serialize_field("hops", &self.hops)?;
+            split.end()
+        }
+    }
+
+    /// Durations in whole microseconds, `*_us`.
+    impl Serialize for BodySnapshot {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut body = serializer.serialize_struct("BodySnapshot", 8)?;
+            body.serialize_field("function", self.function)?;
+            body.serialize_field("file", self.file)?;
+            body.serialize_field("line", &self.line)?;
+            body.serialize_field("limit", self.limit)?;
+            body.serialize_field("state", &self.state)?;
+            body.serialize_field("in_state_us", &us(self.in_state))?;
+            body.serialize_field("age_us", &us(self.age))?;
+            body.serialize_field("split", &self.split)?;
+            body.end()
+        }
+    }
+}
