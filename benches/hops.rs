@@ -221,6 +221,19 @@ where
     .unwrap()
 }
 
+/// [`on_worker`] with recording of time splits off (`observe::set_enabled(false)`): the same
+/// binary, so the recording's cost is the difference, measured interleaved.
+fn unrecorded<F, Fut>(rt: &Runtime, iters: u64, call: F) -> Duration
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future + Send,
+{
+    blocking_first::observe::set_enabled(false);
+    let took = on_worker(rt, iters, call);
+    blocking_first::observe::set_enabled(true);
+    took
+}
+
 /// Runs a body that times its own loop, from a task on a runtime worker.
 fn in_body(rt: &Runtime, body: Timed) -> Duration {
     rt.block_on(rt.spawn(body)).unwrap()
@@ -235,6 +248,12 @@ fn variants() -> Vec<Variant> {
             counts_hops: true,
         },
         Variant {
+            id: "no_region_unrecorded",
+            what: "same, with recording of time splits off",
+            run: |rt, n| unrecorded(rt, n, no_region),
+            counts_hops: true,
+        },
+        Variant {
             id: "no_region_capped",
             what: "same, under a `Limit` of 4 slots",
             run: |rt, n| on_worker(rt, n, no_region_capped),
@@ -244,6 +263,12 @@ fn variants() -> Vec<Variant> {
             id: "io_round_trip",
             what: "blocking → `io! { yield_now().await }` → blocking",
             run: |rt, n| on_worker(rt, n, io_round_trip),
+            counts_hops: true,
+        },
+        Variant {
+            id: "io_round_trip_unrecorded",
+            what: "same, with recording of time splits off",
+            run: |rt, n| unrecorded(rt, n, io_round_trip),
             counts_hops: true,
         },
         Variant {
@@ -403,7 +428,8 @@ fn main() {
     }
 
     let elapsed = started.elapsed().unwrap_or_default();
-    let table = table(&variants, &per_call, &ratios, &hops, &floors);
+    let mut table = table(&variants, &per_call, &ratios, &hops, &floors);
+    table.push_str(&recording_cost(&variants, &per_call));
     println!("{table}");
     let header = header(rounds, elapsed, load_before, load_average());
     let doc = format!(
@@ -458,6 +484,38 @@ fn table(
             variant.id,
             variant.what.replace('|', "\\|"),
             micros(time),
+        );
+    }
+    out
+}
+
+/// The cost of recording time splits: each recorded row over its `_unrecorded` twin, per round
+/// (both measured in that round), as a median and interquartile range.
+fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
+    let mut out = String::from(
+        "\nRecording of time splits (on by default) against off, per round:\n\n\
+         | benchmark | median recorded / unrecorded | p25–p75 | median extra per call |\n\
+         |---|---:|---:|---:|\n",
+    );
+    for (off, variant) in variants.iter().enumerate() {
+        let Some(id) = variant.id.strip_suffix("_unrecorded") else {
+            continue;
+        };
+        let Some(on) = variants.iter().position(|v| v.id == id) else {
+            continue;
+        };
+        let mut ratios: Vec<f64> = (0..per_call[on].len())
+            .map(|round| per_call[on][round] / per_call[off][round])
+            .collect();
+        let mut extra: Vec<f64> = (0..per_call[on].len())
+            .map(|round| per_call[on][round] - per_call[off][round])
+            .collect();
+        let (ratio, p25, p75) = quartiles(&mut ratios);
+        let (extra, _, _) = quartiles(&mut extra);
+        let _ = writeln!(
+            out,
+            "| `{id}` | **{ratio:.3}** | {p25:.3}–{p75:.3} | {} |",
+            micros(extra)
         );
     }
     out

@@ -7,6 +7,8 @@ mod api;
 mod app;
 #[path = "../examples/notes/db.rs"]
 mod db;
+#[path = "../examples/notes/ops.rs"]
+mod ops;
 #[path = "../examples/notes/preview.rs"]
 mod preview;
 #[path = "../examples/notes/serve.rs"]
@@ -16,9 +18,11 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use blocking_first::blocking_first;
+use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::{Value, json};
@@ -56,6 +60,15 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The process's Prometheus recorder: installed once for every test of this file, as `main`
+/// installs it once for the service.
+fn metrics() -> PrometheusHandle {
+    static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+    METRICS
+        .get_or_init(|| ops::install_metrics().unwrap())
+        .clone()
+}
+
 fn config(db_path: &Path, upstream: String, upstream_timeout: Duration) -> app::Config {
     app::Config {
         listen: LOOPBACK_ANY_PORT,
@@ -64,6 +77,7 @@ fn config(db_path: &Path, upstream: String, upstream_timeout: Duration) -> app::
         upstream,
         upstream_timeout,
         max_upload_bytes: MAX_UPLOAD,
+        metrics: metrics(),
     }
 }
 
@@ -797,6 +811,152 @@ async fn the_status_endpoint_reports_the_cap_and_the_counters() {
     let peak = after["cap"]["peak"].as_u64().unwrap();
     assert!((1..=4).contains(&peak), "{after}");
     assert!(after["pool"]["connections"].as_u64().unwrap() <= 4);
+}
+
+/// The path `#[blocking_first]` records for the show handler: the example and this file both
+/// make `app` a module of a crate named `notes`.
+const SHOW: &str = "notes::app::show_note";
+
+/// Scrapes `/metrics` over HTTP, as Prometheus does: a 200 in the text format.
+async fn scrape(service: &Service) -> String {
+    let response = service
+        .http
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// The sum of the samples `name{labels} value` of a scrape whose labels include every one of
+/// `labels` (each `key="value"`): 0 before the first.
+fn sample(scraped: &str, name: &str, labels: &[&str]) -> f64 {
+    scraped
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{')?.split_once("} "))
+        .filter(|(found, _)| {
+            labels
+                .iter()
+                .all(|label| found.split(',').any(|have| have == *label))
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// What a dashboard built on the scrape relies on: each handler's time, its split and its hops,
+/// labelled with the handler, counted once per request, and the cap's use. (Other tests share
+/// the recorder and run meanwhile: counts are compared as lower bounds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_request_by_handler_in_the_prometheus_scrape() {
+    const SHOWS: u32 = 3;
+    let service = start(QUICK).await;
+    let before = scrape(&service).await;
+    for _ in 0..SHOWS {
+        assert_eq!(service.get("/notes/1").await.0, StatusCode::OK);
+    }
+    let after = scrape(&service).await;
+
+    for name in [
+        "blocking_first_body_seconds",
+        "blocking_first_segment_seconds",
+        "blocking_first_hops_total",
+        "blocking_first_limit_in_use",
+    ] {
+        assert!(after.contains(name), "no `{name}` in\n{after}");
+    }
+    let show = format!("function=\"{SHOW}\"");
+    assert!(after.contains(&show), "no `{show}` label in\n{after}");
+
+    let completed = [show.as_str(), "limit=\"db\"", "outcome=\"completed\""];
+    let bodies = |scraped: &str| sample(scraped, "blocking_first_body_seconds_count", &completed);
+    assert!(
+        bodies(&after) >= bodies(&before) + f64::from(SHOWS),
+        "{SHOWS} shows: {} -> {}",
+        bodies(&before),
+        bodies(&after)
+    );
+    // Each show hops for its queries, and waits on the preview service in its `io!` region.
+    let hops = |scraped: &str| sample(scraped, "blocking_first_hops_total", &[&show]);
+    assert!(hops(&after) >= hops(&before) + f64::from(SHOWS));
+    let io = [show.as_str(), "segment=\"io\""];
+    let io_time = |scraped: &str| sample(scraped, "blocking_first_segment_seconds_sum", &io);
+    assert!(io_time(&after) > io_time(&before));
+    let db = ["limit=\"db\""];
+    assert_eq!(sample(&after, "blocking_first_limit_capacity", &db), 4.0);
+    assert!(sample(&after, "blocking_first_limit_in_use", &db) <= 4.0);
+}
+
+/// What an operator relies on when requests hang: `/debug/bodies` lists the show handler's body
+/// while it waits on the preview service (where it is in the source, under which cap, doing
+/// what and for how long), and no longer once it has answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_bodies_lists_a_show_while_it_waits_on_the_preview_service() {
+    // Longer than any other test's show takes: a show listed as older than half of it is this
+    // test's, whatever the other tests run meanwhile.
+    const HELD: Duration = Duration::from_secs(2);
+    let ours = |body: &Value| {
+        body["function"] == SHOW
+            && body["age_us"].as_u64().unwrap() >= (HELD / 2).as_micros() as u64
+    };
+    let service = start(UpstreamConfig {
+        latency: HELD,
+        failure_rate: 0.0,
+    })
+    .await;
+    let show = tokio::spawn(send(service.http.get(service.url("/notes/1"))));
+    service.upstream.wait_for_requests(1).await;
+
+    let body = loop {
+        let (status, listed) = service.get("/debug/bodies").await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        if let Some(body) = listed["bodies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| ours(b))
+        {
+            break body.clone();
+        }
+        assert!(
+            !show.is_finished(),
+            "answered before it was listed: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        body["state"], "io",
+        "waiting in `io!`, holding no thread or slot: {body}"
+    );
+    assert_eq!(body["limit"], "db", "{body}");
+    let file = body["file"].as_str().unwrap();
+    assert!(file.ends_with("examples/notes/app.rs"), "{body}");
+    let line = body["line"].as_u64().unwrap() as usize;
+    let source: Vec<&str> = include_str!("../examples/notes/app.rs").lines().collect();
+    assert!(source[line - 1].starts_with("#[blocking_first"), "{body}");
+    assert!(source[line].starts_with("async fn show_note("), "{body}");
+    // Its note's queries ran first, on a blocking thread; since then it has been waiting.
+    let split = &body["split"];
+    assert!(split["hops"].as_u64().unwrap() >= 1, "{body}");
+    assert!(
+        split["io_us"].as_u64() >= body["in_state_us"].as_u64(),
+        "{body}"
+    );
+    assert!(
+        body["in_state_us"].as_u64() <= body["age_us"].as_u64(),
+        "{body}"
+    );
+
+    let (status, view) = show.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let (_, listed) = service.get("/debug/bodies").await;
+    let bodies = listed["bodies"].as_array().unwrap();
+    assert!(
+        !bodies.iter().any(ours),
+        "still listed after answering: {listed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,14 @@ write) written six ways, served on 127.0.0.1 and loaded at several concurrencies
                          docs/bench/overload.md and .svg unless --out or --no-write is given
   --overload-seconds S   seconds of offered load per overload cell [8]
   --max-waiting N        the limit's queue bound with shedding [4 x pool]
+  --timeline             instead of the table above: one timeline row per request, coloured by
+                         where its time goes (slot wait, pool queue, blocking, io, parked,
+                         runtime), for (a) (from the runtime's `blocking_first::split` events)
+                         and (b) (clock reads in the handler), each on a fresh server at
+                         --timeline-clients clients after a 1 s warm-up; writes
+                         docs/bench/timeline.md and .svg unless --out or --no-write is given
+  --timeline-clients N   client concurrency of the timeline [32]
+  --timeline-rows N      consecutive requests drawn per variant [40]
 ";
 
 #[derive(Debug, Clone)]
@@ -62,6 +70,9 @@ pub struct Args {
     pub overload_time: Duration,
     /// `None`: 4 × pool.
     pub max_waiting: Option<usize>,
+    pub timeline: bool,
+    pub timeline_clients: usize,
+    pub timeline_rows: usize,
 }
 
 impl Default for Args {
@@ -85,6 +96,9 @@ impl Default for Args {
             overload: false,
             overload_time: Duration::from_secs(8),
             max_waiting: None,
+            timeline: false,
+            timeline_clients: 32,
+            timeline_rows: 40,
         }
     }
 }
@@ -103,6 +117,10 @@ impl Args {
             }
             if flag == "--overload" {
                 args.overload = true;
+                continue;
+            }
+            if flag == "--timeline" {
+                args.timeline = true;
                 continue;
             }
             let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -145,6 +163,8 @@ impl Args {
                     args.overload_time = Duration::from_secs(positive(&flag, &value)? as u64)
                 }
                 "--max-waiting" => args.max_waiting = Some(positive(&flag, &value)?),
+                "--timeline-clients" => args.timeline_clients = positive(&flag, &value)?,
+                "--timeline-rows" => args.timeline_rows = positive(&flag, &value)?,
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }

@@ -1,8 +1,9 @@
 //! The database: a pool of synchronous connections (PostgreSQL or SQLite) behind two blocking
 //! calls, with gauges of connections in use and of threads waiting for one.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::types::Type;
 use r2d2::Pool;
@@ -153,11 +154,17 @@ impl Db {
         &self,
         pool: &Pool<M>,
     ) -> DbResult<r2d2::PooledConnection<M>> {
-        if let Some(conn) = pool.try_get() {
-            return Ok(conn);
+        let taken = match pool.try_get() {
+            Some(conn) => Ok(conn),
+            None => {
+                let _waiting = self.waiting.enter();
+                pool.get().map_err(|e| format!("pool: {e}"))
+            }
+        };
+        if CHECKOUT.get().is_some() {
+            CHECKOUT.set(Some(Some(Instant::now())));
         }
-        let _waiting = self.waiting.enter();
-        pool.get().map_err(|e| format!("pool: {e}"))
+        taken
     }
 
     /// The database itself stays busy on this connection for the configured query time.
@@ -171,6 +178,21 @@ impl Db {
         ))
         .map_err(pg_error)
     }
+}
+
+thread_local! {
+    /// Inside [`noting_checkout`]: `Some(when the last checkout got its connection)`.
+    static CHECKOUT: Cell<Option<Option<Instant>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` and returns, with its result, when its last connection checkout on this thread got
+/// a connection (`None`: it took none). The timeline's variant (b) splits its wait for the pool
+/// from its query with it; outside, a checkout costs one thread-local read.
+pub fn noting_checkout<T>(f: impl FnOnce() -> T) -> (T, Option<Instant>) {
+    let outer = CHECKOUT.replace(Some(None));
+    let result = f();
+    let noted = CHECKOUT.replace(outer).flatten();
+    (result, noted)
 }
 
 fn pool_builder<M: r2d2::ManageConnection>(size: usize) -> r2d2::Builder<M> {

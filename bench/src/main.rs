@@ -4,6 +4,11 @@
 //! ```text
 //! cargo run --release -p blocking-first-bench -- [--pg postgres://postgres@127.0.0.1:54329/app]
 //! ```
+//!
+//! Two other modes: `--overload` (open-loop load past the sustainable rate, `overload`) and
+//! `--timeline` (one row per request of (a) and (b), coloured by where its time goes, from the
+//! runtime's split events and from clock reads in the handler: `timeline`,
+//! `docs/bench/timeline.md`).
 
 mod args;
 mod db;
@@ -11,6 +16,7 @@ mod gauge;
 mod load;
 mod overload;
 mod report;
+mod timeline;
 mod upstream;
 mod variants;
 mod wsgi;
@@ -70,6 +76,16 @@ fn run(args: &Args) -> Result<(), String> {
             monitor: &monitor,
         };
         return overload::run(&setup, environment);
+    }
+    if args.timeline {
+        let setup = Setup {
+            args,
+            db: &db,
+            upstream: &upstream,
+            client_runtime: &client_runtime,
+            monitor: &monitor,
+        };
+        return timeline::run(&setup, environment);
     }
 
     // (e) needs a client that runs on a runtime worker: asked once, before the rounds.

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -18,8 +19,9 @@ use blocking_first::limit::Limit;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 
-use crate::db::{Db, DbResult};
+use crate::db::{Db, DbResult, noting_checkout};
 use crate::gauge::Gauge;
+use crate::timeline::{Clock, Part, Trace};
 use crate::upstream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,8 @@ pub struct App {
     pub handoffs: AtomicU64,
     /// Requests that reached a handler.
     pub served: AtomicU64,
+    /// `--timeline`: where (b) records each request's clock reads (`None`: it reads no clock).
+    pub timeline: Option<Arc<Trace>>,
 }
 
 impl App {
@@ -115,6 +119,7 @@ impl App {
             blocking: Gauge::default(),
             handoffs: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            timeline: None,
         }
     }
 
@@ -196,20 +201,56 @@ async fn off_thread<T: Send + 'static>(
     .map_err(Failure)
 }
 
-/// (b) Each database call hops to the blocking pool and back.
+/// (b) Each database call hops to the blocking pool and back. With `--timeline`, it reads the
+/// clock around each hop, each checkout and the upstream call.
 async fn spawn_blocking_per_call(
     State(app): State<Arc<App>>,
     Query(req): Query<Req>,
 ) -> Result<String, Failure> {
     app.count_request();
+    let mut clock = app.timeline.as_ref().map(|_| Clock::start());
     let mut read = 0;
     for k in 0..app.reads {
         let key = app.key(req.id, k);
-        read += off_thread(&app, move |app| app.db.read(key)).await?;
+        read += off_thread_timed(&app, clock.as_mut(), move |app| app.db.read(key)).await?;
     }
+    let called = clock.as_ref().map(|_| Instant::now());
     let extra = app.upstream.call().await?;
-    off_thread(&app, move |app| app.write_step(req.id, extra)).await?;
+    if let (Some(clock), Some(called)) = (clock.as_mut(), called) {
+        clock.mark(Part::Io, called, Instant::now());
+    }
+    off_thread_timed(&app, clock.as_mut(), move |app| app.write_step(req.id, extra)).await?;
+    if let (Some(trace), Some(clock)) = (&app.timeline, clock) {
+        trace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(clock.finish());
+    }
     Ok((read + extra).to_string())
+}
+
+/// [`off_thread`], and with a `clock` its parts: queued for a blocking thread until the closure
+/// starts, waiting for a connection until the checkout got one, then the query.
+async fn off_thread_timed<T: Send + 'static>(
+    app: &Arc<App>,
+    clock: Option<&mut Clock>,
+    step: impl FnOnce(&App) -> DbResult<T> + Send + 'static,
+) -> Result<T, Failure> {
+    let Some(clock) = clock else {
+        return off_thread(app, step).await;
+    };
+    let called = Instant::now();
+    let (value, began, checkout, done) = off_thread(app, move |app| {
+        let began = Instant::now();
+        let (value, checkout) = noting_checkout(|| step(app));
+        Ok((value, began, checkout, Instant::now()))
+    })
+    .await?;
+    let checkout = checkout.unwrap_or(began);
+    clock.mark(Part::PoolQueue, called, began);
+    clock.mark(Part::SlotWait, began, checkout);
+    clock.mark(Part::Blocking, checkout, done);
+    value.map_err(Failure)
 }
 
 /// (c) One hop for the whole body; the upstream call blocks its thread in `block_on`.

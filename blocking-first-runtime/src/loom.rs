@@ -74,7 +74,10 @@ impl Wake for Flag {
 fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
     loom::model(|| {
         let channel = Arc::new(Channel::new());
-        let shared = Arc::new(Shared::new(crate::observe::Record::new(&SITE, crate::limit::global())));
+        let shared = Arc::new(Shared::new(crate::observe::Record::new(
+            &SITE,
+            crate::limit::global(),
+        )));
         let waker = Waker::from(shared.clone());
         let mut sender = Some({
             let channel = channel.clone();

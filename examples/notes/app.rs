@@ -18,8 +18,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, http};
 use blocking_first::blocking_first;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -27,6 +27,7 @@ use tracing::Level;
 
 use crate::api::{self, ApiError, JsonBody, PathArgs, QueryArgs};
 use crate::db::{self, AttachmentInfo, DB, Note, NoteFields, TagCount, Totals};
+use crate::ops;
 use crate::preview::{self, Preview, PreviewClient};
 use crate::serve::{self, Running};
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub upstream: String,
     pub upstream_timeout: Duration,
     pub max_upload_bytes: usize,
+    /// The process's Prometheus recorder ([`ops::install_metrics`]), rendered by `/metrics`.
+    pub metrics: PrometheusHandle,
 }
 
 /// What every handler shares.
@@ -51,6 +54,7 @@ pub struct App {
     pub db: db::Pool,
     pub previews: PreviewClient,
     pub max_upload_bytes: usize,
+    pub metrics: PrometheusHandle,
 }
 
 /// Opens the database, then serves on `config.listen` until [`Running::stop`].
@@ -67,6 +71,7 @@ pub async fn start(config: Config) -> Result<Running, BoxError> {
         db: pool,
         previews: PreviewClient::new(&config.upstream, config.upstream_timeout)?,
         max_upload_bytes: config.max_upload_bytes,
+        metrics: config.metrics,
     };
     let listener = TcpListener::bind(config.listen).await?;
     Ok(serve::spawn(listener, router(app))?)
@@ -85,7 +90,9 @@ pub fn router(app: App) -> Router {
             put(upload_attachment).get(download_attachment),
         )
         .route("/dashboard", get(dashboard))
-        .route("/status", get(status))
+        .route("/status", get(ops::status))
+        .route("/metrics", get(ops::metrics))
+        .route("/debug/bodies", get(ops::bodies))
         .fallback(api::no_route)
         .method_not_allowed_fallback(api::wrong_method)
         .with_state(app);
@@ -378,36 +385,5 @@ async fn dashboard(State(app): State<App>) -> Result<Json<Dashboard>, ApiError> 
         top_tags: top_tags?,
         recent: recent?,
         took_ms: started.elapsed().as_millis() as u64,
-    }))
-}
-
-/// `GET /status`: the blocking-concurrency counters and the cap in force. Nothing here
-/// blocks, so this is a plain async handler.
-async fn status(State(app): State<App>) -> Json<Value> {
-    let process = blocking_first::stats();
-    let cap = DB.stats();
-    let pool = app.db.state();
-    Json(json!({
-        "blocking": {
-            "hops": process.hops,
-            "in_blocking": process.in_blocking,
-            "peak_in_blocking": process.peak_in_blocking,
-            "waiting_for_slot": process.waiting_for_slot,
-            "parallel_dispatched": process.parallel_dispatched,
-            "parallel_inline": process.parallel_inline,
-        },
-        "cap": {
-            "name": cap.name,
-            "capacity": cap.capacity,
-            "in_use": cap.in_use,
-            "peak": cap.peak,
-            "waiting": cap.waiting,
-        },
-        "pool": {
-            "max_size": app.db.max_size(),
-            "connections": pool.connections,
-            "idle": pool.idle_connections,
-        },
-        "upstream": app.previews.endpoint(),
     }))
 }

@@ -8,6 +8,7 @@
 mod api;
 mod app;
 mod db;
+mod ops;
 mod preview;
 mod serve;
 mod upstream;
@@ -147,6 +148,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // The metrics recorder, before the first body ends (each one records its split into it).
+    let metrics = ops::install_metrics()?;
+    // Nothing scrapes on a schedule here: drain the histograms now and then, so that samples
+    // do not pile up between scrapes (or without any).
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     // The preview service: the one given with `--upstream`, or one started here.
     let (upstream, upstream_url) = match args.upstream.clone() {
         Some(url) => (None, url),
@@ -173,6 +186,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         upstream: upstream_url.clone(),
         upstream_timeout: args.upstream_timeout,
         max_upload_bytes: args.max_upload_bytes,
+        metrics,
     })
     .await?;
 
@@ -197,6 +211,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     println!("  curl -s -X PUT --data-binary @Cargo.toml {base}/notes/1/attachments/Cargo.toml");
     println!("  curl -s {base}/dashboard");
     println!("  curl -s {base}/status");
+    println!("  curl -s {base}/metrics");
+    println!("  curl -s {base}/debug/bodies");
     println!();
     println!("Ctrl-C to stop.");
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the behaviour tests: runtimes of both flavours and checks of where code runs.
 #![allow(dead_code)]
 
+pub mod capture;
+
 use std::future::Future;
 use std::panic;
 use std::sync::Once;

@@ -56,6 +56,8 @@ impl Limit {
     /// [`LimitStats::shed`]: super::LimitStats::shed
     pub fn count_shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("blocking_first_shed_total", "limit" => self.name()).increment(1);
     }
 
     /// Jobs in the run queue now (`LimitStats::waiting`).

@@ -138,7 +138,9 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
 }
 
 fn ns(duration: Option<Duration>) -> u64 {
-    duration.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1))
+    duration.map_or(0, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 /// Turns the detectors on as given (replacing any earlier setting, and the variable's).

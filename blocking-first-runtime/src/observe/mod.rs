@@ -63,6 +63,9 @@ pub struct Site {
     pub(crate) line: u32,
     /// When each detector last warned about this function (ns from the clock's start, + 1).
     pub(crate) warned: [AtomicU64; 2],
+    /// Its metric handles, looked up at most once a second.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: report::SiteMetrics,
 }
 
 impl Site {
@@ -73,13 +76,19 @@ impl Site {
             file,
             line,
             warned: [AtomicU64::new(0), AtomicU64::new(0)],
+            #[cfg(feature = "metrics")]
+            metrics: report::SiteMetrics::new(),
         }
     }
 }
 
 /// What kind of time a body is spending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Kind {
     /// Queued for a slot of its limit: every slot is busy.

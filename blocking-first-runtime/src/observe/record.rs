@@ -138,7 +138,9 @@ impl Record {
         };
         let logged = self.log_len.load(Ordering::Relaxed);
         let offset = now.saturating_sub(self.started.load(Ordering::Relaxed));
-        if to != ENDED && usize::from(logged) == LOG && self.overflow_at.load(Ordering::Relaxed) == 0
+        if to != ENDED
+            && usize::from(logged) == LOG
+            && self.overflow_at.load(Ordering::Relaxed) == 0
         {
             self.overflow_at.store(offset.max(1), Ordering::Relaxed);
         }
@@ -154,7 +156,9 @@ impl Record {
 
     /// The kind the body is in now, if it started and has not ended.
     pub(crate) fn kind(&self) -> Option<Kind> {
-        Kind::ALL.get(usize::from(self.kind.load(Ordering::Relaxed))).copied()
+        Kind::ALL
+            .get(usize::from(self.kind.load(Ordering::Relaxed)))
+            .copied()
     }
 
     /// The split so far. `now`: count the current kind up to then (for a body still running).
@@ -174,11 +178,19 @@ impl Record {
         }
     }
 
+    /// When the body last moved (ended, for a body that did): the clock without reading it.
+    pub(crate) fn last_move(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
+    }
+
     /// How long the body has been in its current kind, and its age, at `now`.
     pub(crate) fn ages(&self, now: u64) -> (Duration, Duration) {
         let since = self.since.load(Ordering::Relaxed);
         let started = self.started.load(Ordering::Relaxed);
-        (nanos(now.saturating_sub(since)), nanos(now.saturating_sub(started)))
+        (
+            nanos(now.saturating_sub(since)),
+            nanos(now.saturating_sub(started)),
+        )
     }
 
     /// The first transitions in order, for a body that ended.

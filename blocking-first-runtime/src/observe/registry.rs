@@ -23,7 +23,10 @@ fn lock(shard: &Mutex<Vec<Arc<Shared>>>) -> MutexGuard<'_, Vec<Arc<Shared>>> {
 pub(crate) fn register(shared: &Arc<Shared>) {
     let mut list = lock(shard(shared));
     list.push(shared.clone());
-    shared.record.registered.store(list.len(), Ordering::Relaxed);
+    shared
+        .record
+        .registered
+        .store(list.len(), Ordering::Relaxed);
 }
 
 /// Takes an ended body off the list (if it is on it).

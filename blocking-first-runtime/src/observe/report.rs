@@ -56,37 +56,110 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
     metrics_of(record, outcome, &split);
 }
 
+/// One function's metric handles. Looking a metric up by name and labels costs thousands of
+/// instructions (hashing the key), so each function keeps its handles and looks them up again
+/// at most once a second: a recorder installed after the first bodies ran is picked up within a
+/// second.
+#[cfg(feature = "metrics")]
+pub(crate) struct SiteMetrics(std::sync::RwLock<Option<(u64, Handles)>>);
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for SiteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SiteMetrics")
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) struct Handles {
+    body: [metrics::Histogram; 3],
+    segments: [metrics::Histogram; 5],
+    hops: metrics::Counter,
+    in_use: metrics::Gauge,
+    waiting: metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+const REFRESH: u64 = 1_000_000_000;
+
+#[cfg(feature = "metrics")]
+impl SiteMetrics {
+    pub(crate) const fn new() -> SiteMetrics {
+        SiteMetrics(std::sync::RwLock::new(None))
+    }
+
+    /// Runs `use_them` with the function's handles, looked up again if they are a second old.
+    fn with(&self, record: &Record, now: u64, use_them: impl FnOnce(&Handles)) {
+        let read = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, handles)) = read.as_ref() {
+            if now.saturating_sub(*at) < REFRESH {
+                return use_them(handles);
+            }
+        }
+        drop(read);
+        let handles = Handles::look_up(record);
+        use_them(&handles);
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, handles));
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Handles {
+    fn look_up(record: &Record) -> Handles {
+        use super::Kind;
+
+        let function = record.site.function;
+        let limit = record.limit.name();
+        let body = |outcome: Outcome| {
+            metrics::histogram!(
+                "blocking_first_body_seconds",
+                "function" => function, "limit" => limit, "outcome" => outcome.name(),
+            )
+        };
+        let segment = |kind: Kind| {
+            metrics::histogram!(
+                "blocking_first_segment_seconds",
+                "function" => function, "limit" => limit, "segment" => kind.name(),
+            )
+        };
+        if let Some(capacity) = record.limit.capacity() {
+            // usize -> f64: exact below 2^53.
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("blocking_first_limit_capacity", "limit" => limit)
+                .set(capacity as f64);
+        }
+        Handles {
+            body: [
+                body(Outcome::Completed),
+                body(Outcome::Panicked),
+                body(Outcome::Cancelled),
+            ],
+            segments: Kind::ALL.map(segment),
+            hops: metrics::counter!(
+                "blocking_first_hops_total", "function" => function, "limit" => limit,
+            ),
+            in_use: metrics::gauge!("blocking_first_limit_in_use", "limit" => limit),
+            waiting: metrics::gauge!("blocking_first_limit_waiting", "limit" => limit),
+        }
+    }
+}
+
 #[cfg(feature = "metrics")]
 fn metrics_of(record: &Record, outcome: Outcome, split: &super::Split) {
     use super::Kind;
 
-    let function = record.site.function;
-    let limit = record.limit.name();
-    metrics::histogram!(
-        "blocking_first_body_seconds",
-        "function" => function, "limit" => limit, "outcome" => outcome.name(),
-    )
-    .record(split.total().as_secs_f64());
-    for kind in Kind::ALL {
-        metrics::histogram!(
-            "blocking_first_segment_seconds",
-            "function" => function, "limit" => limit, "segment" => kind.name(),
-        )
-        .record(split.get(kind).as_secs_f64());
-    }
-    metrics::counter!("blocking_first_hops_total", "function" => function, "limit" => limit)
-        .increment(u64::from(split.hops));
-    let stats = record.limit.stats();
-    // usize -> f64: exact below 2^53.
-    #[allow(clippy::cast_precision_loss)]
-    {
-        metrics::gauge!("blocking_first_limit_in_use", "limit" => limit).set(stats.in_use as f64);
-        metrics::gauge!("blocking_first_limit_waiting", "limit" => limit)
-            .set(stats.waiting as f64);
-        metrics::gauge!("blocking_first_limit_loops", "limit" => limit).set(stats.loops as f64);
-        if let Some(capacity) = stats.capacity {
-            metrics::gauge!("blocking_first_limit_capacity", "limit" => limit)
-                .set(capacity as f64);
+    let now = record.last_move();
+    record.site.metrics.with(record, now, |handles| {
+        handles.body[outcome as usize].record(split.total().as_secs_f64());
+        for (kind, histogram) in Kind::ALL.into_iter().zip(&handles.segments) {
+            histogram.record(split.get(kind).as_secs_f64());
         }
-    }
+        handles.hops.increment(u64::from(split.hops));
+        // Sampled as each body ends. usize -> f64: exact below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        {
+            handles.in_use.set(record.limit.in_use() as f64);
+            handles.waiting.set(record.limit.waiting() as f64);
+        }
+    });
 }
