@@ -864,6 +864,8 @@ async fn metrics_count_every_request_by_handler_in_the_prometheus_scrape() {
         "blocking_first_segment_seconds",
         "blocking_first_hops_total",
         "blocking_first_limit_in_use",
+        "blocking_first_limit_loops",
+        "# HELP blocking_first_body_seconds",
     ] {
         assert!(after.contains(name), "no `{name}` in\n{after}");
     }

@@ -236,6 +236,15 @@ fn in_flight_catches_a_body_in_each_state() {
     let queued = small.spawn(queued_for_a_thread());
     let seen = caught("queued_for_a_thread", Kind::PoolQueue, "fresh");
     assert_eq!(seen.split.hops, 0);
+    let mut ids: Vec<u64> = observe::in_flight().iter().map(|body| body.id).collect();
+    let listed = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert!(listed >= 5 && ids.len() == listed, "one id per body: {ids:?}");
+    let limits: Vec<&str> = observe::limits().iter().map(|limit| limit.name()).collect();
+    for name in ["global", "held", "fresh"] {
+        assert!(limits.contains(&name), "{limits:?}");
+    }
 
     // Let each go: each leaves the list.
     release.wait();

@@ -219,7 +219,10 @@ async fn spawn_blocking_per_call(
     if let (Some(clock), Some(called)) = (clock.as_mut(), called) {
         clock.mark(Part::Io, called, Instant::now());
     }
-    off_thread_timed(&app, clock.as_mut(), move |app| app.write_step(req.id, extra)).await?;
+    off_thread_timed(&app, clock.as_mut(), move |app| {
+        app.write_step(req.id, extra)
+    })
+    .await?;
     if let (Some(trace), Some(clock)) = (&app.timeline, clock) {
         trace
             .lock()

@@ -30,9 +30,11 @@ mod admission;
 mod context;
 mod error;
 mod slot;
+mod stats_of;
 
 pub(crate) use context::{LimitContext, current, enter_context, enter_limit};
 pub use error::{CapacityError, CapacityErrorKind};
+pub use stats_of::LimitStats;
 pub(crate) use slot::{Busy, Slot};
 
 use crate::exec::{self, Exec};
@@ -138,6 +140,8 @@ pub struct Limit {
     max_waiting: AtomicUsize,
     /// Requests turned away because the queue was full.
     shed: AtomicU64,
+    /// Listed in `observe::limits`.
+    known: AtomicBool,
 }
 
 impl Limit {
@@ -176,6 +180,7 @@ impl Limit {
             exec: Exec::new(),
             max_waiting: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
+            known: AtomicBool::new(false),
         }
     }
 
@@ -325,6 +330,10 @@ impl Limit {
         &self.watched
     }
 
+    pub(crate) fn known_flag(&self) -> &AtomicBool {
+        &self.known
+    }
+
     pub(crate) fn returning_waiters(&self) -> usize {
         self.returning.load(Ordering::SeqCst)
     }
@@ -380,29 +389,4 @@ impl Drop for PoolSizing {
         let _config = self.limit.lock_config();
         self.limit.pools.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Counters of one [`Limit`], from [`Limit::stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct LimitStats {
-    /// The limit's name.
-    pub name: &'static str,
-    /// The cap, `None` when unbounded.
-    pub capacity: Option<usize>,
-    /// Slots taken now (bodies in blocking code plus dispatched `parallel` branches).
-    pub in_use: usize,
-    /// The most slots ever taken at once (see [`Limit::reset_peak`]).
-    pub peak: usize,
-    /// Jobs waiting in the run queue for a loop now (they hold no thread).
-    pub waiting: usize,
-    /// Blocking loops alive now (each is one thread of tokio's blocking pool, holding one slot;
-    /// at most the cap).
-    pub loops: usize,
-    /// The queue length at which the limit counts as full ([`Limit::with_max_waiting`]).
-    pub max_waiting: Option<usize>,
-    /// Requests turned away since start because the queue was full (by `blocking_first::tower`'s
-    /// layer, or [`Limit::count_shed`]).
-    pub shed: u64,
 }

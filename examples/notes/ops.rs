@@ -65,8 +65,9 @@ pub async fn status(State(app): State<App>) -> Json<Status> {
 
 /// `GET /metrics`: every metric of the process in Prometheus' text format, among them each
 /// handler's time split (`blocking_first_body_seconds`, `blocking_first_segment_seconds`), its
-/// hops and the `db` cap's use.
+/// hops and the `db` cap's use (its gauges set right now, so an idle service shows 0 in use).
 pub async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    observe::record_gauges();
     (
         [(
             header::CONTENT_TYPE,

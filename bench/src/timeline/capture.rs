@@ -76,7 +76,11 @@ impl Request {
     /// The time spent as `part`.
     pub fn sum(&self, part: Part) -> Duration {
         let of = |&&(p, _, _): &&(Part, Duration, Duration)| p == part;
-        self.parts.iter().filter(of).map(|&(_, _, length)| length).sum()
+        self.parts
+            .iter()
+            .filter(of)
+            .map(|&(_, _, length)| length)
+            .sum()
     }
 }
 
@@ -148,6 +152,7 @@ pub struct Split {
     /// The event's `*_us` fields, in [`Part::ALL`] order (runtime: unused), and `total_us`.
     pub us: [u64; 5],
     pub total_us: u64,
+    pub hops: u64,
 }
 
 impl Split {
@@ -161,12 +166,20 @@ impl Split {
             cursor: start,
             parts: Vec::new(),
         };
-        let ms = |text: &str| text.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+        let ms = |text: &str| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
         let mut sums = [0.0f64; 5];
         let mut previous_end = 0.0f64;
         for token in self.segments.split_whitespace() {
             if token == "..." {
-                note(odd, self, "more than 16 transitions (segments end with ...)");
+                note(
+                    odd,
+                    self,
+                    "more than 16 transitions (segments end with ...)",
+                );
                 continue;
             }
             let parsed = token.split_once('=').and_then(|(kind, span)| {
@@ -178,7 +191,11 @@ impl Split {
                 continue;
             };
             if (from - previous_end).abs() > 0.002 {
-                note(odd, self, &format!("segment {token} does not start where the last ended"));
+                note(
+                    odd,
+                    self,
+                    &format!("segment {token} does not start where the last ended"),
+                );
             }
             previous_end = from + length;
             sums[part as usize] += length;
@@ -201,6 +218,25 @@ impl Split {
                     ),
                 );
             }
+        }
+        let stretches = self.segments.matches("blocking=").count() as u64;
+        if self.hops != stretches && !self.segments.ends_with("...") {
+            note(
+                odd,
+                self,
+                &format!("hops = {}, {stretches} blocking segments", self.hops),
+            );
+        }
+        let end_us = previous_end * 1e3;
+        if (end_us - self.total_us as f64).abs() > 2.0 {
+            note(
+                odd,
+                self,
+                &format!(
+                    "total_us = {}, segments end at {end_us:.0} µs",
+                    self.total_us
+                ),
+            );
         }
         if self.outcome != "completed" {
             note(odd, self, &format!("outcome {}", self.outcome));
@@ -225,7 +261,12 @@ pub struct Capture {
 
 /// The split events caught so far.
 pub fn take_splits(capture: &Capture) -> Vec<Split> {
-    std::mem::take(&mut *capture.splits.lock().unwrap_or_else(PoisonError::into_inner))
+    std::mem::take(
+        &mut *capture
+            .splits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    )
 }
 
 fn wanted(metadata: &Metadata<'_>) -> bool {
@@ -282,6 +323,8 @@ impl Visit for Fields<'_> {
         let name = field.name();
         if name == "total_us" {
             self.0.total_us = value;
+        } else if name == "hops" {
+            self.0.hops = value;
         } else if let Some(part) = name.strip_suffix("_us").and_then(Part::parse) {
             if let Some(slot) = self.0.us.get_mut(part as usize) {
                 *slot = value;

@@ -163,7 +163,10 @@ fn measure(
                 odd.push(format!("{unmatched} split events outside a request span"));
             }
             let mut notes = Vec::new();
-            let requests = splits.iter().filter_map(|s| s.request(&mut notes)).collect();
+            let requests = splits
+                .iter()
+                .filter_map(|s| s.request(&mut notes))
+                .collect();
             summarize(odd, notes, splits.len());
             requests
         }

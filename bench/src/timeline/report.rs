@@ -42,8 +42,8 @@ fn source(panel: &Panel) -> &'static str {
 
 fn setup_line(args: &Args, env: &Environment) -> String {
     format!(
-        "{}, pool = cap {}, {} reads + 1 write × {} ms, upstream {} ms; {} clients; \
-         {} workers; {}",
+        "{}; pool = cap {}; {} reads + 1 write × {} ms, upstream {} ms; {} clients, {} server \
+         workers; rows: the first {} requests started after a {} s warm-up, by start",
         env.machine_short(),
         args.pool,
         args.reads,
@@ -51,7 +51,8 @@ fn setup_line(args: &Args, env: &Environment) -> String {
         ms(args.upstream),
         args.timeline_clients,
         args.server_workers,
-        "rows: consecutive requests by handler start",
+        args.timeline_rows,
+        WARM_UP.as_secs(),
     )
 }
 
@@ -62,7 +63,10 @@ pub(super) fn markdown(args: &Args, env: &Environment, panels: &[Panel], odd: &[
         .as_deref()
         .filter(|_| args.out_given)
         .and_then(|out| out.with_extension("svg").file_name().map(|n| n.to_owned()))
-        .map_or_else(|| "timeline.svg".into(), |n| n.to_string_lossy().into_owned());
+        .map_or_else(
+            || "timeline.svg".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
     let _ = writeln!(
         md,
         "# Timeline: where requests wait, (a) `#[blocking_first]` vs (b) `spawn_blocking` per \
@@ -113,6 +117,20 @@ pub(super) fn markdown(args: &Args, env: &Environment, panels: &[Panel], odd: &[
          for it and what it holds meanwhile: (a) waits before its blocking code, in the queue; \
          (b) waits on a blocking thread, so it holds a thread per waiting call (see the thread \
          peaks below).\n\n",
+    );
+    // Closed loop: each client keeps one request in flight, which holds a connection for its
+    // database calls only; past about pool × (unloaded latency / connection time) clients, the
+    // pool is busy all the time and requests queue.
+    let held = (args.reads + 1) as f64 * ms(args.query);
+    let saturating = args.pool as f64 * (held + ms(args.upstream)) / held;
+    let _ = writeln!(
+        md,
+        "With {} clients and a request holding a connection {held:.0} ms of its {:.0} ms \
+         unloaded, the pool is saturated from about {saturating:.0} clients on (pool × {:.0} / \
+         {held:.0}); below that requests barely wait and both variants look alike.\n",
+        args.timeline_clients,
+        held + ms(args.upstream),
+        held + ms(args.upstream),
     );
     let _ = writeln!(
         md,
@@ -172,7 +190,7 @@ pub(super) fn markdown(args: &Args, env: &Environment, panels: &[Panel], odd: &[
 /// Two significant figures or so: 0.012, 0.41, 3.1, 52.
 fn round(value: f64) -> String {
     match value {
-        v if v == 0.0 => "0".into(),
+        0.0 => "0".into(),
         v if v < 0.1 => format!("{v:.3}"),
         v if v < 10.0 => format!("{v:.2}"),
         v => format!("{v:.1}"),
@@ -191,8 +209,8 @@ pub(super) fn plot(
     let row_px = 14u32;
     let panel_px = rows as u32 * row_px + 110;
     let header = 78u32;
-    let root = SVGBackend::new(path, (1400, header + panel_px * panels.len() as u32))
-        .into_drawing_area();
+    let root =
+        SVGBackend::new(path, (1400, header + panel_px * panels.len() as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(header);
     title.draw_text(
@@ -221,7 +239,12 @@ pub(super) fn plot(
     }
     let end = panels
         .iter()
-        .flat_map(|panel| panel.drawn.iter().map(move |r| r.start - panel.window + r.total()))
+        .flat_map(|panel| {
+            panel
+                .drawn
+                .iter()
+                .map(move |r| r.start - panel.window + r.total())
+        })
         .max()
         .map_or(100.0, ms);
     let x_max = (end / 10.0).ceil() * 10.0;
@@ -241,8 +264,8 @@ fn draw_panel(
     let all = &panel.all;
     let q = |part| round(ms(Panel::quantile(all, Some(part), 0.5)));
     let caption = format!(
-        "({}) {} ({}) — median of {} requests: slot wait {} ms, pool queue {} ms, \
-         blocking {} ms, io {} ms, runtime {} ms, total {} ms",
+        "({}) {} ({}) — medians of {} requests, ms: slot wait {}, pool queue {}, blocking {}, \
+         io {}, runtime {}, total {}; threads in blocking code ≤ {}",
         panel.variant.letter(),
         panel.variant.label(),
         source(panel),
@@ -253,6 +276,7 @@ fn draw_panel(
         q(Part::Io),
         q(Part::Runtime),
         round(ms(Panel::quantile(all, None, 0.5))),
+        panel.blocking_peak,
     );
     let rows = panel.drawn.len() as f64;
     let mut chart = ChartBuilder::on(area)

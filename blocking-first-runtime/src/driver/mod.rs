@@ -181,6 +181,7 @@ impl<T: Send + 'static> Drive<T> {
         }
         self.started = true;
         detect::read_env();
+        observe::know(self.limit);
         let on = observe::is_enabled();
         self.shared.record.begin(on);
         if on {

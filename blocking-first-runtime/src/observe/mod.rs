@@ -28,7 +28,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::limit::{self, Limit};
 
 pub mod detect;
 mod record;
@@ -52,6 +55,41 @@ pub fn set_enabled(on: bool) {
 /// Whether bodies that start now record their time split.
 pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Limits that bodies ran under, in the order first seen.
+static LIMITS: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
+
+/// As a body starts: remembers its limit (one relaxed load once it is known).
+pub(crate) fn know(limit: &'static Limit) {
+    if limit.known_flag().load(Ordering::Relaxed) || limit.known_flag().swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    LIMITS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(limit);
+}
+
+/// The global limit and every limit a `#[blocking_first]` body has run under so far: for a
+/// status page that shows them all (`Limit::stats`).
+pub fn limits() -> Vec<&'static Limit> {
+    let known = LIMITS.lock().unwrap_or_else(PoisonError::into_inner);
+    let global = limit::global();
+    std::iter::once(global)
+        .chain(known.iter().copied().filter(|l| !std::ptr::eq(*l, global)))
+        .collect()
+}
+
+/// Sets the gauges of every limit in [`limits`] to their values now (feature `metrics`). Each
+/// body's end samples its own limit's; call this right before a scrape renders, so an idle
+/// service shows its idle values too.
+#[cfg(feature = "metrics")]
+pub fn record_gauges() {
+    for limit in limits() {
+        report::gauges_of(limit);
+    }
 }
 
 /// Where a `#[blocking_first]` function is: written by the macro as a `static` next to it.
@@ -173,6 +211,8 @@ impl Split {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BodySnapshot {
+    /// Tells this body from the others in flight: numbers given in the order bodies start.
+    pub id: u64,
     /// The annotated function, `module::name`.
     pub function: &'static str,
     /// Its source file.
@@ -200,6 +240,7 @@ pub fn in_flight() -> Vec<BodySnapshot> {
         let Some(state) = record.kind() else { return };
         let (in_state, age) = record.ages(now);
         bodies.push(BodySnapshot {
+            id: record.id(),
             function: record.site.function,
             file: record.site.file,
             line: record.site.line,
@@ -210,7 +251,7 @@ pub fn in_flight() -> Vec<BodySnapshot> {
             split: record.split(Some(now)),
         });
     });
-    bodies.sort_by(|a, b| b.age.cmp(&a.age));
+    bodies.sort_by_key(|body| std::cmp::Reverse(body.age));
     bodies
 }
 
@@ -242,7 +283,8 @@ mod serialize {
     /// Durations in whole microseconds, `*_us`.
     impl Serialize for BodySnapshot {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut body = serializer.serialize_struct("BodySnapshot", 8)?;
+            let mut body = serializer.serialize_struct("BodySnapshot", 9)?;
+            body.serialize_field("id", &self.id)?;
             body.serialize_field("function", self.function)?;
             body.serialize_field("file", self.file)?;
             body.serialize_field("line", &self.line)?;

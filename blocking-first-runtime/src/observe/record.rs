@@ -54,6 +54,8 @@ pub(crate) struct Record {
     overflow_at: AtomicU64,
     /// Where the registry keeps it (index + 1; 0: not registered).
     pub(crate) registered: AtomicUsize,
+    /// Its number among the bodies in flight.
+    id: AtomicU64,
 }
 
 const SHIFT: u32 = 58;
@@ -82,12 +84,21 @@ impl Record {
             log: Default::default(),
             overflow_at: AtomicU64::new(0),
             registered: AtomicUsize::new(0),
+            id: AtomicU64::new(0),
         }
     }
 
     /// At the body's first poll: records it from now on if observation is on.
     pub(crate) fn begin(&self, on: bool) {
         self.on.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_id(&self, id: u64) {
+        self.id.store(id, Ordering::Relaxed);
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_on(&self) -> bool {

@@ -1,7 +1,7 @@
 //! The bodies in flight: a few sharded lists, so that bodies starting and ending on different
 //! threads rarely meet on a lock.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::mode::Shared;
@@ -11,7 +11,7 @@ const SHARDS: usize = 8;
 static SHARDS_OF: [Mutex<Vec<Arc<Shared>>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
 
 fn shard(shared: &Arc<Shared>) -> &'static Mutex<Vec<Arc<Shared>>> {
-    // Allocations are at least 16-byte aligned: skip the bits that never change.
+    // Skip the low bits: neighbouring allocations of this size differ above them.
     &SHARDS_OF[(Arc::as_ptr(shared) as usize >> 6) % SHARDS]
 }
 
@@ -21,6 +21,10 @@ fn lock(shard: &Mutex<Vec<Arc<Shared>>>) -> MutexGuard<'_, Vec<Arc<Shared>>> {
 
 /// Lists a body that starts (once).
 pub(crate) fn register(shared: &Arc<Shared>) {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    shared
+        .record
+        .set_id(NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let mut list = lock(shard(shared));
     list.push(shared.clone());
     shared

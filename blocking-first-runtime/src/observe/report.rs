@@ -72,8 +72,10 @@ impl std::fmt::Debug for SiteMetrics {
 
 #[cfg(feature = "metrics")]
 pub(crate) struct Handles {
-    body: [metrics::Histogram; 3],
-    segments: [metrics::Histogram; 5],
+    /// Per outcome and per kind, registered at first use: a scrape shows no empty series for a
+    /// function that never panicked or never waited for a slot.
+    body: [std::sync::OnceLock<metrics::Histogram>; 3],
+    segments: [std::sync::OnceLock<metrics::Histogram>; 5],
     hops: metrics::Counter,
     in_use: metrics::Gauge,
     waiting: metrics::Gauge,
@@ -106,35 +108,12 @@ impl SiteMetrics {
 #[cfg(feature = "metrics")]
 impl Handles {
     fn look_up(record: &Record) -> Handles {
-        use super::Kind;
-
         let function = record.site.function;
         let limit = record.limit.name();
-        let body = |outcome: Outcome| {
-            metrics::histogram!(
-                "blocking_first_body_seconds",
-                "function" => function, "limit" => limit, "outcome" => outcome.name(),
-            )
-        };
-        let segment = |kind: Kind| {
-            metrics::histogram!(
-                "blocking_first_segment_seconds",
-                "function" => function, "limit" => limit, "segment" => kind.name(),
-            )
-        };
-        if let Some(capacity) = record.limit.capacity() {
-            // usize -> f64: exact below 2^53.
-            #[allow(clippy::cast_precision_loss)]
-            metrics::gauge!("blocking_first_limit_capacity", "limit" => limit)
-                .set(capacity as f64);
-        }
+        describe();
         Handles {
-            body: [
-                body(Outcome::Completed),
-                body(Outcome::Panicked),
-                body(Outcome::Cancelled),
-            ],
-            segments: Kind::ALL.map(segment),
+            body: Default::default(),
+            segments: Default::default(),
             hops: metrics::counter!(
                 "blocking_first_hops_total", "function" => function, "limit" => limit,
             ),
@@ -148,11 +127,31 @@ impl Handles {
 fn metrics_of(record: &Record, outcome: Outcome, split: &super::Split) {
     use super::Kind;
 
+    let function = record.site.function;
+    let limit = record.limit.name();
     let now = record.last_move();
     record.site.metrics.with(record, now, |handles| {
-        handles.body[outcome as usize].record(split.total().as_secs_f64());
+        handles.body[outcome as usize]
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "blocking_first_body_seconds",
+                    "function" => function, "limit" => limit, "outcome" => outcome.name(),
+                )
+            })
+            .record(split.total().as_secs_f64());
+        // Only the kinds the body spent time in: a histogram's count is how many bodies did.
         for (kind, histogram) in Kind::ALL.into_iter().zip(&handles.segments) {
-            histogram.record(split.get(kind).as_secs_f64());
+            let time = split.get(kind);
+            if !time.is_zero() {
+                histogram
+                    .get_or_init(|| {
+                        metrics::histogram!(
+                            "blocking_first_segment_seconds",
+                            "function" => function, "limit" => limit, "segment" => kind.name(),
+                        )
+                    })
+                    .record(time.as_secs_f64());
+            }
         }
         handles.hops.increment(u64::from(split.hops));
         // Sampled as each body ends. usize -> f64: exact below 2^53.
@@ -162,4 +161,67 @@ fn metrics_of(record: &Record, outcome: Outcome, split: &super::Split) {
             handles.waiting.set(record.limit.waiting() as f64);
         }
     });
+}
+
+/// Sets `limit`'s gauges to its values now.
+#[cfg(feature = "metrics")]
+pub(crate) fn gauges_of(limit: &'static crate::limit::Limit) {
+    let stats = limit.stats();
+    let name = stats.name;
+    // usize -> f64: exact below 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    {
+        metrics::gauge!("blocking_first_limit_in_use", "limit" => name).set(stats.in_use as f64);
+        metrics::gauge!("blocking_first_limit_waiting", "limit" => name)
+            .set(stats.waiting as f64);
+        metrics::gauge!("blocking_first_limit_loops", "limit" => name).set(stats.loops as f64);
+        if let Some(capacity) = stats.capacity {
+            metrics::gauge!("blocking_first_limit_capacity", "limit" => name)
+                .set(capacity as f64);
+        }
+    }
+}
+
+/// The metrics' descriptions and units (`# HELP` lines), given to the recorder with each
+/// look-up of handles.
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::Unit;
+
+    metrics::describe_histogram!(
+        "blocking_first_body_seconds",
+        Unit::Seconds,
+        "Wall time of each #[blocking_first] body, from its first move to its end"
+    );
+    metrics::describe_histogram!(
+        "blocking_first_segment_seconds",
+        Unit::Seconds,
+        "Time of each body in each kind (slot_wait, pool_queue, blocking, io, parked), for the \
+         bodies that spent time in it"
+    );
+    metrics::describe_counter!(
+        "blocking_first_hops_total",
+        "Moves of bodies onto a blocking thread"
+    );
+    metrics::describe_gauge!(
+        "blocking_first_limit_in_use",
+        "Slots of the limit in use (sampled as bodies end, and by observe::record_gauges)"
+    );
+    metrics::describe_gauge!(
+        "blocking_first_limit_waiting",
+        "Jobs queued for a slot of the limit (sampled as bodies end, and by record_gauges)"
+    );
+    metrics::describe_gauge!(
+        "blocking_first_limit_loops",
+        "Blocking loops (threads) of the limit alive (set by observe::record_gauges)"
+    );
+    metrics::describe_gauge!("blocking_first_limit_capacity", "The limit's cap");
+    metrics::describe_counter!(
+        "blocking_first_shed_total",
+        "Requests turned away because the limit's queue was full"
+    );
+    metrics::describe_counter!(
+        "blocking_first_detector_warnings_total",
+        "Warnings of the detectors of blocking code inside io! and of long stretches"
+    );
 }

@@ -1,0 +1,26 @@
+//! What [`Limit::stats`](super::Limit::stats) returns.
+
+/// Counters of one [`Limit`](super::Limit), from [`Limit::stats`](super::Limit::stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// The limit's name.
+    pub name: &'static str,
+    /// The cap, `None` when unbounded.
+    pub capacity: Option<usize>,
+    /// Slots taken now (bodies in blocking code plus dispatched `parallel` branches).
+    pub in_use: usize,
+    /// The most slots ever taken at once (see [`Limit::reset_peak`](super::Limit::reset_peak)).
+    pub peak: usize,
+    /// Jobs waiting in the run queue for a loop now (they hold no thread).
+    pub waiting: usize,
+    /// Blocking loops alive now (each is one thread of tokio's blocking pool, holding one slot;
+    /// at most the cap).
+    pub loops: usize,
+    /// The queue length at which the limit counts as full ([`Limit::with_max_waiting`](super::Limit::with_max_waiting)).
+    pub max_waiting: Option<usize>,
+    /// Requests turned away since start because the queue was full (by `blocking_first::tower`'s
+    /// layer, or [`Limit::count_shed`](super::Limit::count_shed)).
+    pub shed: u64,
+}
