@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the runtime crate with its dependencies resolved at the lowest versions its manifests
-# declare (tokio, tracing, r2d2), so a floor that no longer builds fails CI instead of forcing an
+# declare (tokio, tracing, r2d2, tower, http, metrics, serde), so a floor that no longer builds fails CI instead of forcing an
 # upgrade on users: a scratch copy of the crate, standalone, `cargo update --precise` to each
 # floor, then `cargo check` with every feature and with none.
 set -euo pipefail
@@ -18,8 +18,11 @@ tower_layer=$(floor tower-layer blocking-first-runtime/Cargo.toml)
 tower_service=$(floor tower-service blocking-first-runtime/Cargo.toml)
 http=$(floor http blocking-first-runtime/Cargo.toml)
 pin_project_lite=$(floor pin-project-lite blocking-first-runtime/Cargo.toml)
+metrics=$(floor metrics blocking-first-runtime/Cargo.toml)
+serde=$(floor serde blocking-first-runtime/Cargo.toml)
 echo "floors: tokio $tokio, tracing $tracing, r2d2 $r2d2, tower-layer $tower_layer," \
-    "tower-service $tower_service, http $http, pin-project-lite $pin_project_lite"
+    "tower-service $tower_service, http $http, pin-project-lite $pin_project_lite," \
+    "metrics $metrics, serde $serde"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -36,6 +39,8 @@ default = ["tracing"]
 tracing = ["dep:tracing"]
 r2d2 = ["dep:r2d2"]
 tower = ["dep:tower-layer", "dep:tower-service", "dep:http", "dep:pin-project-lite"]
+metrics = ["dep:metrics"]
+serde = ["dep:serde"]
 
 [dependencies]
 tokio = { version = "$tokio", default-features = false, features = ["rt", "sync"] }
@@ -45,6 +50,8 @@ tower-layer = { version = "$tower_layer", optional = true }
 tower-service = { version = "$tower_service", optional = true }
 http = { version = "$http", optional = true }
 pin-project-lite = { version = "$pin_project_lite", optional = true }
+metrics = { version = "$metrics", optional = true }
+serde = { version = "$serde", features = ["derive"], optional = true }
 
 [lints.rust]
 unexpected_cfgs = { level = "allow" }
@@ -59,7 +66,10 @@ cargo update -q -p tower-layer --precise "$(full "$tower_layer")"
 cargo update -q -p tower-service --precise "$(full "$tower_service")"
 cargo update -q -p http --precise "$(full "$http")"
 cargo update -q -p pin-project-lite --precise "$(full "$pin_project_lite")"
-cargo tree -q -e normal --all-features --depth 1 | grep -E "tokio|tracing|r2d2|tower|http|pin-project" | sed 's/^/  resolved: /'
+cargo update -q -p metrics --precise "$(full "$metrics")"
+cargo update -q -p serde --precise "$(full "$serde")"
+cargo update -q -p serde_derive --precise "$(full "$serde")"
+cargo tree -q -e normal --all-features --depth 1 | grep -E "tokio|tracing|r2d2|tower|http|pin-project|metrics|serde" | sed 's/^/  resolved: /'
 cargo check -q --all-features
 cargo check -q --no-default-features
 echo "min-versions: the runtime builds at its declared floors"

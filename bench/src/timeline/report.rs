@@ -35,8 +35,8 @@ fn label(part: Part) -> &'static str {
 /// How each variant's kinds of time are measured, for the panel captions and the markdown.
 fn source(panel: &Panel) -> &'static str {
     match panel.variant.letter() {
-        "a" => "the runtime's blocking_first::split events",
-        _ => "clock reads in the handler; slot wait = r2d2 checkout",
+        "a" => "from the runtime's blocking_first::split events (slot wait: the limit's queue)",
+        _ => "from clock reads in the handler (slot wait: r2d2's pool.get() on a blocking thread)",
     }
 }
 
@@ -207,7 +207,7 @@ pub(super) fn plot(
 ) -> Result<(), Error> {
     let rows = args.timeline_rows;
     let row_px = 14u32;
-    let panel_px = rows as u32 * row_px + 110;
+    let panel_px = rows as u32 * row_px + 130;
     let header = 78u32;
     let root =
         SVGBackend::new(path, (1400, header + panel_px * panels.len() as u32)).into_drawing_area();
@@ -263,12 +263,15 @@ fn draw_panel(
 ) -> Result<(), Error> {
     let all = &panel.all;
     let q = |part| round(ms(Panel::quantile(all, Some(part), 0.5)));
-    let caption = format!(
-        "({}) {} ({}) — medians of {} requests, ms: slot wait {}, pool queue {}, blocking {}, \
-         io {}, runtime {}, total {}; threads in blocking code ≤ {}",
+    let name = format!(
+        "({}) {}: {}",
         panel.variant.letter(),
         panel.variant.label(),
-        source(panel),
+        source(panel)
+    );
+    let medians = format!(
+        "medians of the {} requests that started in the window (ms): slot wait {}, pool queue {}, \
+         blocking {}, io {}, runtime {}, total {}; threads in blocking code: at most {}",
         all.len(),
         q(Part::SlotWait),
         q(Part::PoolQueue),
@@ -278,10 +281,22 @@ fn draw_panel(
         round(ms(Panel::quantile(all, None, 0.5))),
         panel.blocking_peak,
     );
+    let (head, area) = area.split_vertically(46);
+    head.draw_text(
+        &name,
+        &("sans-serif", 16).into_font().color(&BLACK),
+        (20, 8),
+    )?;
+    head.draw_text(
+        &medians,
+        &("sans-serif", 13).into_font().color(&RGBColor(60, 60, 60)),
+        (20, 28),
+    )?;
     let rows = panel.drawn.len() as f64;
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 15))
-        .margin(12)
+    let mut chart = ChartBuilder::on(&area)
+        .margin_left(12)
+        .margin_right(16)
+        .margin_bottom(8)
         .x_label_area_size(36)
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..x_max, (rows + 0.5)..0.5)?;
@@ -293,6 +308,7 @@ fn draw_panel(
         .y_labels(rows as usize / 5 + 1)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
+        .max_light_lines(1)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     for (row, request) in panel.drawn.iter().enumerate() {

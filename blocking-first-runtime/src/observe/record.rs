@@ -190,6 +190,7 @@ impl Record {
     }
 
     /// When the body last moved (ended, for a body that did): the clock without reading it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn last_move(&self) -> u64 {
         self.since.load(Ordering::Relaxed)
     }
@@ -205,10 +206,12 @@ impl Record {
     }
 
     /// The first transitions in order, for a body that ended.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn segments(&self) -> Segments<'_> {
         Segments(self)
     }
 
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     fn logged(&self) -> impl Iterator<Item = (Kind, Duration, Duration)> + '_ {
         let len = usize::from(self.log_len.load(Ordering::Relaxed));
         let end = self
@@ -234,6 +237,7 @@ impl Record {
 /// A body's segments in order, `kind=start+length` in milliseconds (the `segments` field of the
 /// split event): `pool_queue=0.000+0.012 blocking=0.012+5.104 io=5.116+3.002`. A body with
 /// more than 16 transitions ends with `...` (its totals still count everything).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) struct Segments<'a>(&'a Record);
 
 impl fmt::Display for Segments<'_> {

@@ -13,6 +13,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    #[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
     fn name(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
