@@ -240,7 +240,10 @@ fn in_flight_catches_a_body_in_each_state() {
     let listed = ids.len();
     ids.sort_unstable();
     ids.dedup();
-    assert!(listed >= 5 && ids.len() == listed, "one id per body: {ids:?}");
+    assert!(
+        listed >= 5 && ids.len() == listed,
+        "one id per body: {ids:?}"
+    );
     let limits: Vec<&str> = observe::limits().iter().map(|limit| limit.name()).collect();
     for name in ["global", "held", "fresh"] {
         assert!(limits.contains(&name), "{limits:?}");

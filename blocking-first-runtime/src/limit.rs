@@ -34,8 +34,8 @@ mod stats_of;
 
 pub(crate) use context::{LimitContext, current, enter_context, enter_limit};
 pub use error::{CapacityError, CapacityErrorKind};
-pub use stats_of::LimitStats;
 pub(crate) use slot::{Busy, Slot};
+pub use stats_of::LimitStats;
 
 use crate::exec::{self, Exec};
 use crate::stats;

@@ -93,7 +93,10 @@ impl SiteMetrics {
 
     /// Runs `use_them` with the function's handles, looked up again if they are a second old.
     fn with(&self, record: &Record, now: u64, use_them: impl FnOnce(&Handles)) {
-        let read = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((at, handles)) = read.as_ref() {
             if now.saturating_sub(*at) < REFRESH {
                 return use_them(handles);
@@ -102,7 +105,10 @@ impl SiteMetrics {
         drop(read);
         let handles = Handles::look_up(record);
         use_them(&handles);
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, handles));
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, handles));
     }
 }
 
@@ -173,12 +179,10 @@ pub(crate) fn gauges_of(limit: &'static crate::limit::Limit) {
     #[allow(clippy::cast_precision_loss)]
     {
         metrics::gauge!("blocking_first_limit_in_use", "limit" => name).set(stats.in_use as f64);
-        metrics::gauge!("blocking_first_limit_waiting", "limit" => name)
-            .set(stats.waiting as f64);
+        metrics::gauge!("blocking_first_limit_waiting", "limit" => name).set(stats.waiting as f64);
         metrics::gauge!("blocking_first_limit_loops", "limit" => name).set(stats.loops as f64);
         if let Some(capacity) = stats.capacity {
-            metrics::gauge!("blocking_first_limit_capacity", "limit" => name)
-                .set(capacity as f64);
+            metrics::gauge!("blocking_first_limit_capacity", "limit" => name).set(capacity as f64);
         }
     }
 }
