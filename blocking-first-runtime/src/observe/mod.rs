@@ -219,7 +219,7 @@ pub struct BodySnapshot {
     pub file: &'static str,
     /// The line of its `#[blocking_first]`.
     pub line: u32,
-    /// The name of its [`Limit`](crate::limit::Limit).
+    /// The name of its [`Limit`].
     pub limit: &'static str,
     /// What it is doing now.
     pub state: Kind,
