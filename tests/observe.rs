@@ -320,6 +320,11 @@ fn cancelled_and_panicked_bodies_are_reported_and_leave_the_list() {
     assert_eq!(cancelled.get("outcome"), "cancelled");
     assert!(cancelled.num("blocking_us") >= us(5 * MS), "{cancelled:?}");
     assert!(cancelled.num("io_us") >= us(10 * MS), "{cancelled:?}");
+    // Its last segment (in `io!`) runs up to the drop, as the totals do.
+    let segments = cancelled.get("segments");
+    let last = segments.rsplit(' ').next().unwrap();
+    let length: f64 = last.split('+').nth(1).unwrap().parse().unwrap();
+    assert!(last.starts_with("io=") && length >= 10.0, "{segments}");
     assert_eq!(
         the_event("::panics_in_blocking_code").get("outcome"),
         "panicked"

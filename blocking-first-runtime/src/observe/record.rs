@@ -207,17 +207,19 @@ impl Record {
 
     /// The first transitions in order, for a body that ended.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn segments(&self) -> Segments<'_> {
-        Segments(self)
+    /// `now`: for a body that has not ended (cancelled), where its current segment ends.
+    pub(crate) fn segments(&self, now: Option<u64>) -> Segments<'_> {
+        Segments(self, now)
     }
 
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    fn logged(&self) -> impl Iterator<Item = (Kind, Duration, Duration)> + '_ {
+    fn logged(&self, now: Option<u64>) -> impl Iterator<Item = (Kind, Duration, Duration)> + '_ {
         let len = usize::from(self.log_len.load(Ordering::Relaxed));
-        let end = self
-            .since
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.started.load(Ordering::Relaxed));
+        let end = match (now, self.kind()) {
+            (Some(now), Some(_)) => now,
+            _ => self.since.load(Ordering::Relaxed),
+        }
+        .saturating_sub(self.started.load(Ordering::Relaxed));
         (0..len).map(move |at| {
             let entry = self.log[at].load(Ordering::Relaxed);
             let start = entry & ((1 << SHIFT) - 1);
@@ -238,12 +240,12 @@ impl Record {
 /// split event): `pool_queue=0.000+0.012 blocking=0.012+5.104 io=5.116+3.002`. A body with
 /// more than 16 transitions ends with `...` (its totals still count everything).
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-pub(crate) struct Segments<'a>(&'a Record);
+pub(crate) struct Segments<'a>(&'a Record, Option<u64>);
 
 impl fmt::Display for Segments<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        for (at, (kind, start, length)) in self.0.logged().enumerate() {
+        for (at, (kind, start, length)) in self.0.logged(self.1).enumerate() {
             if at > 0 {
                 f.write_str(" ")?;
             }

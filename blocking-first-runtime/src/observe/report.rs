@@ -49,7 +49,7 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
             io_us = us(split.io),
             parked_us = us(split.parked),
             hops = split.hops,
-            segments = %record.segments(),
+            segments = %record.segments(now),
             "body {}", outcome.name(),
         );
     }
