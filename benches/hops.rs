@@ -234,6 +234,19 @@ where
     took
 }
 
+/// [`on_worker`] with both detectors on (their default thresholds, which these bodies stay under).
+fn detecting<F, Fut>(rt: &Runtime, iters: u64, call: F) -> Duration
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future + Send,
+{
+    use blocking_first::observe::detect;
+    detect::enable(detect::Detectors::default());
+    let took = on_worker(rt, iters, call);
+    detect::disable();
+    took
+}
+
 /// Runs a body that times its own loop, from a task on a runtime worker.
 fn in_body(rt: &Runtime, body: Timed) -> Duration {
     rt.block_on(rt.spawn(body)).unwrap()
@@ -269,6 +282,12 @@ fn variants() -> Vec<Variant> {
             id: "io_round_trip_unrecorded",
             what: "same, with recording of time splits off",
             run: |rt, n| unrecorded(rt, n, io_round_trip),
+            counts_hops: true,
+        },
+        Variant {
+            id: "io_round_trip_detecting",
+            what: "same, recorded, with both detectors on",
+            run: |rt, n| detecting(rt, n, io_round_trip),
             counts_hops: true,
         },
         Variant {
@@ -489,32 +508,39 @@ fn table(
     out
 }
 
-/// The cost of recording time splits: each recorded row over its `_unrecorded` twin, per round
-/// (both measured in that round), as a median and interquartile range.
+/// What observing costs: each row over its base, per round (both measured in that round).
+const COSTS: [(&str, &str); 3] = [
+    ("no_region", "no_region_unrecorded"),
+    ("io_round_trip", "io_round_trip_unrecorded"),
+    ("io_round_trip_detecting", "io_round_trip"),
+];
+
+/// The [`COSTS`] table: median ratio, its interquartile range, and the median extra per call.
 fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
     let mut out = String::from(
-        "\nRecording of time splits (on by default) against off, per round:\n\n\
-         | benchmark | median recorded / unrecorded | p25–p75 | median extra per call |\n\
+        "\nWhat observing costs: recording of time splits (on by default) against off, and the \
+         detectors on against off, per round:\n\n\
+         | row / its base | median ratio | p25–p75 | median extra per call |\n\
          |---|---:|---:|---:|\n",
     );
-    for (off, variant) in variants.iter().enumerate() {
-        let Some(id) = variant.id.strip_suffix("_unrecorded") else {
+    let at = |id: &str| variants.iter().position(|v| v.id == id);
+    for (row, base) in COSTS {
+        let (Some(on), Some(off)) = (at(row), at(base)) else {
             continue;
         };
-        let Some(on) = variants.iter().position(|v| v.id == id) else {
-            continue;
-        };
-        let mut ratios: Vec<f64> = (0..per_call[on].len())
+        let rounds = 0..per_call[on].len();
+        let mut ratios: Vec<f64> = rounds
+            .clone()
             .map(|round| per_call[on][round] / per_call[off][round])
             .collect();
-        let mut extra: Vec<f64> = (0..per_call[on].len())
+        let mut extra: Vec<f64> = rounds
             .map(|round| per_call[on][round] - per_call[off][round])
             .collect();
         let (ratio, p25, p75) = quartiles(&mut ratios);
         let (extra, _, _) = quartiles(&mut extra);
         let _ = writeln!(
             out,
-            "| `{id}` | **{ratio:.3}** | {p25:.3}–{p75:.3} | {} |",
+            "| `{row}` / `{base}` | **{ratio:.3}** | {p25:.3}–{p75:.3} | {} |",
             micros(extra)
         );
     }

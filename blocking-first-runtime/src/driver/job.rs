@@ -84,7 +84,14 @@ impl<T: Send + 'static> Job for BodyJob<T> {
     }
 
     fn abandon(self: Box<Self>) {
-        let BodyJob { body, handoff, .. } = *self;
+        let BodyJob {
+            body,
+            handoff,
+            shared,
+            ..
+        } = *self;
+        // Its split ends here, the time it waited for a loop counted.
+        shared.record.end();
         drop_caught(body);
         handoff.complete(Outcome::Panicked(Box::new(
             "blocking-first: the tokio runtime shut down before this body could run its \
