@@ -7,8 +7,9 @@
 //! cargo bench --bench hops -- --calls no_region 1000   # just run calls (for scripts/callgrind.sh)
 //! ```
 //!
-//! Each round times a batch of calls of every variant, in an order rotated by one every round,
-//! with the floor -- a bare `spawn_blocking(|| ()).await` round trip -- measured first and last.
+//! Each round times a batch of calls of every variant (right after a few untimed calls of the
+//! same variant, so no batch pays for what the one before it left cold), in an order shuffled
+//! afresh every round, with the floor -- a bare `spawn_blocking(|| ()).await` round trip -- measured first and last.
 //! A variant's ratio in a round is its time per call over the mean of that round's two floors,
 //! so a machine that drifts moves both sides of the ratio together. Reported per variant: the
 //! median time per call, the median ratio and its interquartile range over all rounds, and the
@@ -386,6 +387,8 @@ const FLOOR: Variant = Variant {
 
 /// Calls per variant per round.
 const BATCH: u64 = 100;
+/// Untimed calls of a variant right before its timed batch.
+const WARM: u64 = 10;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -430,13 +433,18 @@ fn main() {
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut floors = Vec::new();
     let nanos = |d: Duration| d.as_nanos() as f64 / BATCH as f64;
-    for round in 0..rounds {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..rounds {
+        (FLOOR.run)(&rt, WARM);
         let first = nanos((FLOOR.run)(&rt, BATCH));
         let mut times = vec![0.0; n];
-        for k in 0..n {
-            let i = (round + k) % n;
+        for i in shuffled(n, &mut seed) {
+            // Untimed calls first, so no batch pays for what the variant before it left cold
+            // (an idle loop ended, another limit's loop hot).
+            (variants[i].run)(&rt, WARM);
             times[i] = nanos((variants[i].run)(&rt, BATCH));
         }
+        (FLOOR.run)(&rt, WARM);
         let last = nanos((FLOOR.run)(&rt, BATCH));
         let floor = (first + last) / 2.0;
         floors.push(floor);
@@ -547,6 +555,20 @@ fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
     out
 }
 
+/// `0..n` in a fresh order each round (xorshift, from a fixed seed: runs are repeatable). A
+/// rotation would give every variant the same predecessor in every round, and what that one
+/// leaves behind (a loop spinning, a thread parked) moved a variant's time by up to 0.8 µs.
+fn shuffled(n: usize, seed: &mut u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for at in (1..n).rev() {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        order.swap(at, (*seed % (at as u64 + 1)) as usize);
+    }
+    order
+}
+
 /// Median, 25th and 75th percentile.
 fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -575,8 +597,8 @@ fn header(rounds: usize, elapsed: Duration, before: String, after: String) -> St
         "- date: {}; whole run {:.0?}\n\
          - machine: `nproc` = {}; CPU: {}; kernel {}; {}\n\
          - load average (1/5/15 min) before: {before}; after: {after}\n\
-         - {rounds} rounds; each round times {BATCH} calls of every variant, in an order rotated \
-           by one every round, between two measurements of the floor; ratio = time per call / \
+         - {rounds} rounds; each round times {BATCH} calls of every variant (after {WARM} untimed ones), in an order \
+           shuffled afresh every round, between two measurements of the floor; ratio = time per call / \
            mean of the round's two floors; median and interquartile range over the rounds. \
            hops/call: `blocking_first::stats()` over 1000 calls before the rounds.\n\
          - calls are awaited one after another from a task on a worker of a 2-worker \

@@ -12,8 +12,9 @@ use super::{Boxed, Stretch, parked_or_io, run_stretch};
 use crate::exec::{self, Job};
 use crate::limit::Limit;
 use crate::mode::Shared;
-use crate::observe::{Kind, detect};
+use crate::observe::{self, Kind, detect};
 use crate::span::Span;
+use crate::sync::Ordering;
 
 /// A stretch of a body's blocking code, as a loop's job.
 pub(super) struct BodyJob<T> {
@@ -55,6 +56,8 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             Ok(Stretch::Cancelled) => {
                 // The driver is gone: the body ends here, on this blocking thread.
                 drop_caught(body);
+                drop(running);
+                observe::deregister(&shared);
                 return;
             }
             Err(payload) => {
@@ -65,6 +68,10 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         // The slot is free before the caller can see the outcome.
         drop(running);
         handoff.complete(outcome);
+        // A driver dropped meanwhile left the body listed while this stretch ran.
+        if shared.cancelled.load(Ordering::Acquire) {
+            observe::deregister(&shared);
+        }
     }
 
     fn handle(&self) -> &Handle {
@@ -97,6 +104,10 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             "blocking-first: the tokio runtime shut down before this body could run its \
              blocking code; the body was dropped without finishing",
         )));
+        // As at the end of `run`: a driver dropped before the outcome arrived left it listed.
+        if shared.cancelled.load(Ordering::Acquire) {
+            observe::deregister(&shared);
+        }
     }
 }
 

@@ -73,6 +73,7 @@ where
         limit,
         started: false,
         reported: false,
+        in_poll: false,
         span: Span::current(),
     }
 }
@@ -94,6 +95,9 @@ pub struct Drive<T: Send + 'static> {
     started: bool,
     /// Whether its end was reported (to tracing and metrics) and it left the bodies in flight.
     reported: bool,
+    /// Set while `poll` runs: still set at the drop only if a poll unwound (the body panicked on
+    /// this thread, in async mode or inline).
+    in_poll: bool,
     span: Span,
 }
 
@@ -113,6 +117,16 @@ impl<T: Send + 'static> Future for Drive<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = self.get_mut();
+        this.in_poll = true;
+        let polled = this.poll_body(cx);
+        this.in_poll = false;
+        polled
+    }
+}
+
+impl<T: Send + 'static> Drive<T> {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self;
         loop {
             match mem::replace(&mut this.state, State::Done) {
                 State::Hopping => match this.handoff.poll(cx) {
@@ -170,9 +184,7 @@ impl<T: Send + 'static> Future for Drive<T> {
             }
         }
     }
-}
 
-impl<T: Send + 'static> Drive<T> {
     /// At the body's first poll: its record starts (if observation is on) and it is listed in
     /// flight.
     fn start(&mut self) {
@@ -195,8 +207,10 @@ impl<T: Send + 'static> Drive<T> {
         if mem::replace(&mut self.reported, true) || !self.started {
             return;
         }
-        observe::report(&self.shared.record, outcome, &self.span, now);
+        // Off the list first: a subscriber that lists the bodies in flight must not see this
+        // one, and one that panics must not leave it listed for good.
         observe::deregister(&self.shared);
+        observe::report(&self.shared.record, outcome, &self.span, now);
     }
 
     /// Polls the body in async mode, on the caller's task.
@@ -205,7 +219,9 @@ impl<T: Send + 'static> Drive<T> {
         self.shared.on_blocking.store(false, Ordering::Release);
         let entered = self.span.enter();
         let mut cx = Context::from_waker(&self.waker);
-        let polled = match detect::io_poll_threshold() {
+        // Only on a runtime worker: polled from another body's stretch (a blocking thread), a
+        // long poll stalls no task.
+        let polled = match detect::io_poll_threshold().filter(|_| !in_stretch()) {
             None => body.as_mut().poll(&mut cx),
             Some(threshold) => {
                 let start = observe::now();
@@ -380,37 +396,62 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
 impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
         self.shared.cancelled.store(true, Ordering::Release);
-        if !self.reported && self.started {
-            // Unwinding: the body panicked in a poll on this thread (async mode, or inline).
-            let outcome = if std::thread::panicking() {
+        // Reported last (a subscriber may panic), but timed now.
+        let report = (!mem::replace(&mut self.reported, true) && self.started).then(|| {
+            // A poll unwound: the body panicked on this thread (async mode, or inline). Not
+            // `thread::panicking()`: a body dropped while its caller unwinds was cancelled.
+            let outcome = if self.in_poll {
                 observe::Outcome::Panicked
             } else {
                 observe::Outcome::Cancelled
             };
-            let now = self.shared.record.is_on().then(observe::now);
-            self.finish(outcome, now);
-        }
-        let leftover: Box<dyn Send> = match mem::replace(&mut self.state, State::Done) {
-            State::Done => return,
+            (outcome, self.shared.record.is_on().then(observe::now))
+        });
+        let mut on_a_loop = false;
+        let leftover: Option<Box<dyn Send>> = match mem::replace(&mut self.state, State::Done) {
+            State::Done => None,
             // Still queued: take it back. On a loop: the loop sees `cancelled` at the body's
             // next boundary and drops it there; if its stretch ended already, what it ended with
             // is in the handoff, to be dropped off the workers.
             State::Hopping => match exec::withdraw(self.limit, Arc::as_ptr(&self.shared).cast()) {
-                Some(job) => job,
+                Some(job) => Some(job),
                 None => match self.handoff.abandon() {
-                    Some(Outcome::Done(value)) => Box::new(value),
-                    Some(Outcome::Back(body)) => Box::new(body),
-                    Some(Outcome::Panicked(payload)) => return drop_caught(payload),
-                    None => return,
+                    Some(Outcome::Done(value)) => Some(Box::new(value)),
+                    Some(Outcome::Back(body)) => Some(Box::new(body)),
+                    Some(Outcome::Panicked(payload)) => Some(Box::new(CaughtDrop(payload))),
+                    None => {
+                        on_a_loop = true;
+                        None
+                    }
                 },
             },
-            State::Held(body) => Box::new(body),
+            State::Held(body) => Some(Box::new(body)),
         };
+        // Off the list, unless its stretch still runs on a loop: listed (as cancelled) until
+        // the loop lets it go, since it holds a thread and a slot till then.
+        if !on_a_loop {
+            observe::deregister(&self.shared);
+        }
         // A started body may own connections or files: run its destructors on a blocking thread,
         // not on a runtime worker. Without a runtime (it is shutting down) drop it here.
-        if let (true, Ok(handle)) = (self.started, Handle::try_current()) {
-            drop(handle.spawn_blocking(move || drop(leftover)));
+        if let Some(leftover) = leftover {
+            match (self.started, Handle::try_current()) {
+                (true, Ok(handle)) => drop(handle.spawn_blocking(move || drop(leftover))),
+                _ => drop(leftover),
+            }
         }
+        if let Some((outcome, now)) = report {
+            observe::report(&self.shared.record, outcome, &self.span, now);
+        }
+    }
+}
+
+/// A panic payload whose own destructor may panic: dropped caught.
+struct CaughtDrop(Box<dyn std::any::Any + Send>);
+
+impl Drop for CaughtDrop {
+    fn drop(&mut self) {
+        drop_caught(mem::replace(&mut self.0, Box::new(())));
     }
 }
 

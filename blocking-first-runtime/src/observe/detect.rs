@@ -134,7 +134,7 @@ fn parse_duration(raw: &str) -> Result<Duration, String> {
         "s" => 1.0,
         _ => return Err(format!("`{raw}`: the unit must be ns, us, ms or s")),
     };
-    Ok(Duration::from_secs_f64(number * scale))
+    Duration::try_from_secs_f64(number * scale).map_err(|_| format!("`{raw}` is too long"))
 }
 
 fn ns(duration: Option<Duration>) -> u64 {

@@ -229,6 +229,10 @@ pub struct BodySnapshot {
     pub age: Duration,
     /// Its time so far.
     pub split: Split,
+    /// Its caller dropped it (a timeout, a client gone) while it ran blocking code: the stretch
+    /// runs on, holding its thread and slot, until the body's next `.await` or region, where it
+    /// stops.
+    pub cancelled: bool,
 }
 
 /// Every body that started and has not ended, oldest first: where it is, what it is doing and
@@ -236,7 +240,8 @@ pub struct BodySnapshot {
 pub fn in_flight() -> Vec<BodySnapshot> {
     let now = now();
     let mut bodies = Vec::new();
-    registry::for_each(|record| {
+    registry::for_each(|shared| {
+        let record = &shared.record;
         let Some(state) = record.kind() else { return };
         let (in_state, age) = record.ages(now);
         bodies.push(BodySnapshot {
@@ -249,6 +254,7 @@ pub fn in_flight() -> Vec<BodySnapshot> {
             in_state,
             age,
             split: record.split(Some(now)),
+            cancelled: shared.cancelled.load(crate::sync::Ordering::Relaxed),
         });
     });
     bodies.sort_by_key(|body| std::cmp::Reverse(body.age));
@@ -283,7 +289,7 @@ mod serialize {
     /// Durations in whole microseconds, `*_us`.
     impl Serialize for BodySnapshot {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut body = serializer.serialize_struct("BodySnapshot", 9)?;
+            let mut body = serializer.serialize_struct("BodySnapshot", 10)?;
             body.serialize_field("id", &self.id)?;
             body.serialize_field("function", self.function)?;
             body.serialize_field("file", self.file)?;
@@ -293,6 +299,7 @@ mod serialize {
             body.serialize_field("in_state_us", &us(self.in_state))?;
             body.serialize_field("age_us", &us(self.age))?;
             body.serialize_field("split", &self.split)?;
+            body.serialize_field("cancelled", &self.cancelled)?;
             body.end()
         }
     }

@@ -35,19 +35,25 @@ fn nanos(n: u64) -> Duration {
 }
 
 /// A body's record (a field of the state its driver and loops share).
+///
+/// `repr(C)`, the fields every move touches first and together (64 bytes): a move by a thread
+/// of the other side pulls in as few cache lines as can be.
+#[repr(C)]
 pub(crate) struct Record {
-    pub(crate) site: &'static Site,
-    pub(crate) limit: &'static Limit,
     /// Observation was on when the body started: its transitions are recorded.
     on: AtomicBool,
     kind: AtomicU8,
+    /// Somebody listens to the split event: the moves are also logged in order, for `segments`.
+    logging: AtomicBool,
+    log_len: AtomicU8,
+    hops: AtomicU32,
     /// When the first transition happened.
     started: AtomicU64,
     /// When the current kind began (the end, once ended).
     since: AtomicU64,
     totals: [AtomicU64; KINDS],
-    hops: AtomicU32,
-    log_len: AtomicU8,
+    pub(crate) site: &'static Site,
+    pub(crate) limit: &'static Limit,
     /// `kind << 58 | start offset in ns from `started``.
     log: [AtomicU64; LOG],
     /// The start offset of the first transition not logged (0: none yet).
@@ -75,6 +81,7 @@ impl Record {
             site,
             limit,
             on: AtomicBool::new(false),
+            logging: AtomicBool::new(false),
             kind: AtomicU8::new(UNSTARTED),
             started: AtomicU64::new(0),
             since: AtomicU64::new(0),
@@ -88,9 +95,16 @@ impl Record {
         }
     }
 
-    /// At the body's first poll: records it from now on if observation is on.
+    /// At the body's first poll: records it from now on if observation is on, and logs its
+    /// moves in order too if a subscriber may want the split event's `segments`.
     pub(crate) fn begin(&self, on: bool) {
         self.on.store(on, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.logging.store(
+            on && tracing::level_filters::LevelFilter::current()
+                >= tracing::level_filters::LevelFilter::DEBUG,
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn set_id(&self, id: u64) {
@@ -136,8 +150,6 @@ impl Record {
         }
         let now = now();
         let since = self.since.load(Ordering::Relaxed);
-        self.since.store(now, Ordering::Relaxed);
-        self.kind.store(to, Ordering::Relaxed);
         let ended = if from == UNSTARTED {
             self.started.store(now, Ordering::Relaxed);
             None
@@ -147,6 +159,12 @@ impl Record {
             total.store(total.load(Ordering::Relaxed) + length, Ordering::Relaxed);
             Some((Kind::ALL[usize::from(from)], nanos(length)))
         };
+        self.since.store(now, Ordering::Relaxed);
+        // Last, with `Release`: a reader that sees the new kind (`Acquire`) sees its start too.
+        self.kind.store(to, Ordering::Release);
+        if !self.logging.load(Ordering::Relaxed) {
+            return ended;
+        }
         let logged = self.log_len.load(Ordering::Relaxed);
         let offset = now.saturating_sub(self.started.load(Ordering::Relaxed));
         if to != ENDED

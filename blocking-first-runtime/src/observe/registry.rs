@@ -53,11 +53,11 @@ pub(crate) fn deregister(shared: &Arc<Shared>) {
     drop(removed);
 }
 
-/// Calls `each` with every listed body's record, one shard locked at a time.
-pub(crate) fn for_each(mut each: impl FnMut(&super::Record)) {
+/// Calls `each` with every listed body, one shard locked at a time.
+pub(crate) fn for_each(mut each: impl FnMut(&Shared)) {
     for shard in &SHARDS_OF {
         for shared in lock(shard).iter() {
-            each(&shared.record);
+            each(shared);
         }
     }
 }
