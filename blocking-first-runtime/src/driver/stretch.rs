@@ -1,0 +1,108 @@
+//! A stretch: the body polled on one blocking thread for as long as it stays in blocking mode.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::exec;
+use crate::limit::Limit;
+use crate::mode::Shared;
+use crate::observe::Kind;
+use crate::sync::Ordering;
+
+/// What a body that came back from a stretch without completing waits in.
+pub(crate) fn parked_or_io(shared: &Shared) -> Kind {
+    if shared.io.load(Ordering::Acquire) {
+        Kind::Io
+    } else {
+        Kind::Parked
+    }
+}
+
+/// How [`run_stretch`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stretch<T> {
+    /// The body completed.
+    Done(T),
+    /// The body asked for async mode or waits on an `.await` nobody has woken yet.
+    Back,
+    /// The driver was dropped: the body must not be polled again.
+    Cancelled,
+}
+
+thread_local! {
+    /// Set while this thread polls a body in a stretch of blocking code: an annotated function
+    /// awaited there runs its own blocking code right here instead of hopping.
+    static IN_STRETCH: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(crate) fn in_stretch() -> bool {
+    IN_STRETCH.get()
+}
+
+/// Marks this thread as in a stretch until dropped (also when the poll panics).
+struct InStretch(bool);
+
+impl InStretch {
+    fn enter() -> InStretch {
+        InStretch(IN_STRETCH.replace(true))
+    }
+}
+
+impl Drop for InStretch {
+    fn drop(&mut self) {
+        IN_STRETCH.set(self.0);
+    }
+}
+
+/// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps
+/// being woken.
+///
+/// `on_loop`: the limit whose loop this is. When the body waits on a plain `.await` and nothing
+/// else is queued there, the loop waits a moment for the wake and continues in place.
+pub(crate) fn run_stretch<F: Future + ?Sized>(
+    mut body: Pin<&mut F>,
+    shared: &Shared,
+    waker: &Waker,
+    on_loop: Option<&Limit>,
+) -> Stretch<F::Output> {
+    let mut cx = Context::from_waker(waker);
+    shared.on_blocking.store(true, Ordering::Release);
+    loop {
+        if shared.cancelled.load(Ordering::Acquire) {
+            return Stretch::Cancelled;
+        }
+        // Consumed with a read-modify-write, which synchronises with the waker: the poll below
+        // sees whatever the wake announced (a plain store here could lose it).
+        shared.take_wake();
+        let polled = {
+            let _marked = InStretch::enter();
+            body.as_mut().poll(&mut cx)
+        };
+        if let Poll::Ready(value) = polled {
+            return Stretch::Done(value);
+        }
+        if shared.cancelled.load(Ordering::Acquire) {
+            return Stretch::Cancelled;
+        }
+        if shared.io.load(Ordering::Acquire) {
+            shared.on_blocking.store(false, Ordering::Release);
+            return Stretch::Back;
+        }
+        if shared.is_woken() {
+            continue;
+        }
+        let quick = on_loop.is_some_and(|limit| {
+            exec::wait_in_place(
+                limit,
+                || shared.is_woken(),
+                || shared.cancelled.load(Ordering::Acquire),
+            )
+        });
+        if !quick {
+            shared.on_blocking.store(false, Ordering::Release);
+            return Stretch::Back;
+        }
+    }
+}
