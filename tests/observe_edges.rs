@@ -37,11 +37,11 @@ use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
 use blocking_first::observe::detect::{self, Detectors};
 use blocking_first::observe::{self, BodySnapshot, Kind};
+use common::capture::Fields;
 use common::{multi_thread, panic_message, suspend, wait_until, with_one_blocking_thread};
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -113,19 +113,6 @@ static REENTRANT_SAW: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.to_string());
-    }
 }
 
 struct Edges;

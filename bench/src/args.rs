@@ -105,6 +105,16 @@ impl Default for Args {
 }
 
 impl Args {
+    /// Where a mode that writes its report by default (`--overload`, `--timeline`) writes it:
+    /// `--out` if given, else `default`; `None` for `--out` with no path (print only).
+    pub fn out_or(&self, default: &str) -> Option<PathBuf> {
+        match (&self.out, self.out_given) {
+            (None, _) => None,
+            (Some(out), true) => Some(out.clone()),
+            (Some(_), false) => Some(PathBuf::from(default)),
+        }
+    }
+
     pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut args = Args::default();
         while let Some(flag) = argv.next() {

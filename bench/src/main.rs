@@ -67,24 +67,17 @@ fn run(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let monitor = Monitor::start(args.pg.as_deref())?;
+    let setup = Setup {
+        args,
+        db: &db,
+        upstream: &upstream,
+        client_runtime: &client_runtime,
+        monitor: &monitor,
+    };
     if args.overload {
-        let setup = Setup {
-            args,
-            db: &db,
-            upstream: &upstream,
-            client_runtime: &client_runtime,
-            monitor: &monitor,
-        };
         return overload::run(&setup, environment);
     }
     if args.timeline {
-        let setup = Setup {
-            args,
-            db: &db,
-            upstream: &upstream,
-            client_runtime: &client_runtime,
-            monitor: &monitor,
-        };
         return timeline::run(&setup, environment);
     }
 
@@ -124,13 +117,6 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("warning: {note}");
         notes.push(note);
     }
-    let setup = Setup {
-        args,
-        db: &db,
-        upstream: &upstream,
-        client_runtime: &client_runtime,
-        monitor: &monitor,
-    };
     // Round by round, concurrency by concurrency, every variant once in a rotated order.
     let started = Instant::now();
     let mut cells = Vec::new();

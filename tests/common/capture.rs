@@ -40,7 +40,8 @@ static EVENTS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
 
 struct Capture;
 
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
+/// Records an event's fields as text.
+pub struct Fields<'a>(pub &'a mut BTreeMap<String, String>);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

@@ -8,7 +8,6 @@
 
 mod report;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,10 +107,8 @@ pub fn run(setup: &Setup<'_>, environment: Environment) -> Result<(), String> {
     let rows = merge(points);
     let markdown = markdown(args, &environment, rate, &rows);
     println!("\n{markdown}");
-    let out = match (&args.out, args.out_given) {
-        (None, _) => return Ok(()),
-        (Some(out), true) => out.clone(),
-        (Some(_), false) => PathBuf::from("docs/bench/overload"),
+    let Some(out) = args.out_or("docs/bench/overload") else {
+        return Ok(());
     };
     crate::write_report(&out, &markdown, |svg| {
         plot(svg, &environment, rate, &rows).map_err(|e| format!("plot: {e}"))

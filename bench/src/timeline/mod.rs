@@ -21,7 +21,6 @@
 mod capture;
 mod report;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -97,10 +96,8 @@ pub fn run(setup: &Setup<'_>, environment: Environment) -> Result<(), String> {
     let environment = environment.finish(setup.db.kind(), started.elapsed());
     let markdown = report::markdown(args, &environment, &panels, &odd);
     println!("\n{markdown}");
-    let out = match (&args.out, args.out_given) {
-        (None, _) => return Ok(()),
-        (Some(out), true) => out.clone(),
-        (Some(_), false) => PathBuf::from("docs/bench/timeline"),
+    let Some(out) = args.out_or("docs/bench/timeline") else {
+        return Ok(());
     };
     crate::write_report(&out, &markdown, |svg| {
         report::plot(svg, args, &environment, &panels).map_err(|e| format!("plot: {e}"))
