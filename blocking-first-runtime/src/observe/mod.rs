@@ -211,7 +211,7 @@ impl Split {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BodySnapshot {
-    /// Tells this body from the others in flight: numbers given in the order bodies start.
+    /// Tells this body from every other body of the process (not in the order they started).
     pub id: u64,
     /// The annotated function, `module::name`.
     pub function: &'static str,

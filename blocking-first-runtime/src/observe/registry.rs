@@ -1,36 +1,47 @@
 //! The bodies in flight: a few sharded lists, so that bodies starting and ending on different
 //! threads rarely meet on a lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::mode::Shared;
 
 const SHARDS: usize = 8;
 
-static SHARDS_OF: [Mutex<Vec<Arc<Shared>>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
-
-fn shard(shared: &Arc<Shared>) -> &'static Mutex<Vec<Arc<Shared>>> {
-    // Skip the low bits: neighbouring allocations of this size differ above them.
-    &SHARDS_OF[(Arc::as_ptr(shared) as usize >> 6) % SHARDS]
+/// One shard: its bodies, and how many it has listed so far (for their ids).
+struct Shard {
+    bodies: Vec<Arc<Shared>>,
+    listed: u64,
 }
 
-fn lock(shard: &Mutex<Vec<Arc<Shared>>>) -> MutexGuard<'_, Vec<Arc<Shared>>> {
+static SHARDS_OF: [Mutex<Shard>; SHARDS] = [const {
+    Mutex::new(Shard {
+        bodies: Vec::new(),
+        listed: 0,
+    })
+}; SHARDS];
+
+fn shard_of(shared: &Arc<Shared>) -> usize {
+    // Skip the low bits: neighbouring allocations of this size differ above them.
+    (Arc::as_ptr(shared) as usize >> 6) % SHARDS
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Lists a body that starts (once).
+/// Lists a body that starts (once). Its id comes from its shard's count, under the lock already
+/// taken: no counter shared by every thread.
 pub(crate) fn register(shared: &Arc<Shared>) {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    shared
-        .record
-        .set_id(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let mut list = lock(shard(shared));
-    list.push(shared.clone());
+    let at = shard_of(shared);
+    let mut shard = lock(&SHARDS_OF[at]);
+    shared.record.set_id(shard.listed * SHARDS as u64 + at as u64 + 1);
+    shard.listed += 1;
+    shard.bodies.push(shared.clone());
     shared
         .record
         .registered
-        .store(list.len(), Ordering::Relaxed);
+        .store(shard.bodies.len(), Ordering::Relaxed);
 }
 
 /// Takes an ended body off the list (if it is on it).
@@ -39,24 +50,24 @@ pub(crate) fn deregister(shared: &Arc<Shared>) {
     if record.registered.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let mut list = lock(shard(shared));
+    let mut shard = lock(&SHARDS_OF[shard_of(shared)]);
     // Read under the lock: another body's removal may have moved this one.
     let at = record.registered.swap(0, Ordering::Relaxed);
     if at == 0 {
         return;
     }
-    let removed = list.swap_remove(at - 1);
-    if let Some(moved) = list.get(at - 1) {
+    let removed = shard.bodies.swap_remove(at - 1);
+    if let Some(moved) = shard.bodies.get(at - 1) {
         moved.record.registered.store(at, Ordering::Relaxed);
     }
-    drop(list);
+    drop(shard);
     drop(removed);
 }
 
 /// Calls `each` with every listed body, one shard locked at a time.
 pub(crate) fn for_each(mut each: impl FnMut(&Shared)) {
     for shard in &SHARDS_OF {
-        for shared in lock(shard).iter() {
+        for shared in &lock(shard).bodies {
             each(shared);
         }
     }

@@ -27,7 +27,13 @@ impl Outcome {
 /// to which its current segment counts).
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option<u64>) {
-    if !record.is_on() {
+    // Nothing to compute when no subscriber wants `DEBUG` and there are no metrics.
+    #[cfg(feature = "tracing")]
+    let traced = tracing::level_filters::LevelFilter::current()
+        >= tracing::level_filters::LevelFilter::DEBUG;
+    #[cfg(not(feature = "tracing"))]
+    let traced = false;
+    if !record.is_on() || !(traced || cfg!(feature = "metrics")) {
         return;
     }
     let split = record.split(now);
