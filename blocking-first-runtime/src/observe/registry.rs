@@ -35,7 +35,9 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 pub(crate) fn register(shared: &Arc<Shared>) {
     let at = shard_of(shared);
     let mut shard = lock(&SHARDS_OF[at]);
-    shared.record.set_id(shard.listed * SHARDS as u64 + at as u64 + 1);
+    shared
+        .record
+        .set_id(shard.listed * SHARDS as u64 + at as u64 + 1);
     shard.listed += 1;
     shard.bodies.push(shared.clone());
     shared
