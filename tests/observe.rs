@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
 use blocking_first::observe::{self, BodySnapshot, Kind};
-use common::capture::{self, Captured};
+use common::capture::{self, Captured, us};
 use common::*;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -56,17 +56,13 @@ fn line_of(text: &str) -> u64 {
     source[..at].lines().count() as u64 + 1
 }
 
-fn us(d: Duration) -> u64 {
-    d.as_micros() as u64
-}
-
-/// The segments field, without the queue kinds: the order in which the body did things.
-fn kinds_in_order(segments: &str) -> Vec<String> {
-    segments
-        .split(' ')
-        .filter_map(|segment| segment.split('=').next())
-        .filter(|kind| !matches!(*kind, "slot_wait" | "pool_queue"))
-        .map(str::to_string)
+/// The segments, without the queue kinds: the order in which the body did things.
+fn kinds_in_order(event: &Captured) -> Vec<String> {
+    event
+        .segments()
+        .into_iter()
+        .map(|(kind, _, _)| kind)
+        .filter(|kind| !matches!(kind.as_str(), "slot_wait" | "pool_queue"))
         .collect()
 }
 
@@ -126,7 +122,7 @@ fn a_split_adds_up_to_the_wall_time_and_each_sleep_lands_in_its_kind() {
     );
     assert!(pool_queue < us(10 * MS), "{event:?}");
     // Whole microseconds each: the parts may round down by up to 1 µs each.
-    let parts = slot_wait + pool_queue + blocking + io + parked;
+    let parts = event.parts();
     assert!(
         parts <= total && parts + 5 >= total,
         "{parts} µs of parts, {total} µs total"
@@ -145,7 +141,7 @@ fn a_split_adds_up_to_the_wall_time_and_each_sleep_lands_in_its_kind() {
     );
     assert_eq!(event.num("hops"), 3);
     assert_eq!(
-        kinds_in_order(event.get("segments")),
+        kinds_in_order(&event),
         ["blocking", "io", "blocking", "parked", "blocking"],
         "{event:?}"
     );
@@ -321,10 +317,9 @@ fn cancelled_and_panicked_bodies_are_reported_and_leave_the_list() {
     assert!(cancelled.num("blocking_us") >= us(5 * MS), "{cancelled:?}");
     assert!(cancelled.num("io_us") >= us(10 * MS), "{cancelled:?}");
     // Its last segment (in `io!`) runs up to the drop, as the totals do.
-    let segments = cancelled.get("segments");
-    let last = segments.rsplit(' ').next().unwrap();
-    let length: f64 = last.split('+').nth(1).unwrap().parse().unwrap();
-    assert!(last.starts_with("io=") && length >= 10.0, "{segments}");
+    let segments = cancelled.segments();
+    let (kind, _, length) = segments.last().unwrap();
+    assert!(kind == "io" && *length >= 10.0, "{segments:?}");
     assert_eq!(
         the_event("::panics_in_blocking_code").get("outcome"),
         "panicked"

@@ -23,7 +23,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
@@ -37,7 +37,7 @@ use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
 use blocking_first::observe::detect::{self, Detectors};
 use blocking_first::observe::{self, BodySnapshot, Kind};
-use common::capture::Fields;
+use common::capture::{self, Captured, us};
 use common::{multi_thread, panic_message, suspend, wait_until, with_one_blocking_thread};
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
@@ -54,59 +54,6 @@ const DETECT: &str = "blocking_first::detect";
 // The subscriber: keeps the runtime's events; for a few chosen functions it also calls
 // `in_flight` from inside `on_event`, or panics.
 
-#[derive(Debug, Clone)]
-struct Captured {
-    target: String,
-    fields: BTreeMap<String, String>,
-    span: Option<String>,
-}
-
-impl Captured {
-    fn get(&self, name: &str) -> &str {
-        self.fields
-            .get(name)
-            .unwrap_or_else(|| panic!("event has no field `{name}`: {self:?}"))
-    }
-
-    fn num(&self, name: &str) -> u64 {
-        self.get(name)
-            .parse()
-            .unwrap_or_else(|_| panic!("field `{name}` is not a number: {self:?}"))
-    }
-
-    /// The sum of the five kinds, in µs.
-    fn parts(&self) -> u64 {
-        [
-            "slot_wait_us",
-            "pool_queue_us",
-            "blocking_us",
-            "io_us",
-            "parked_us",
-        ]
-        .iter()
-        .map(|name| self.num(name))
-        .sum()
-    }
-
-    /// The segments field as (kind, start ms, length ms).
-    fn segments(&self) -> Vec<(String, f64, f64)> {
-        self.get("segments")
-            .split(' ')
-            .filter(|segment| *segment != "...")
-            .map(|segment| {
-                let (kind, times) = segment.split_once('=').expect("kind=start+length");
-                let (start, length) = times.split_once('+').expect("start+length");
-                (
-                    kind.to_string(),
-                    start.parse().unwrap(),
-                    length.parse().unwrap(),
-                )
-            })
-            .collect()
-    }
-}
-
-static EVENTS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
 /// For each split event of `reentrant_*`: how many bodies of that function `in_flight` listed,
 /// called from inside `on_event`.
 static REENTRANT_SAW: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
@@ -119,32 +66,23 @@ struct Edges;
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Edges {
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
-        let target = event.metadata().target();
-        if !target.starts_with("blocking_first") {
+        let Some(captured) = capture::read(event, &ctx) else {
             return;
-        }
-        let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
-        let span = ctx.event_span(event).map(|span| span.name().to_string());
-        let function = fields.get("function").cloned().unwrap_or_default();
-        if target == SPLIT {
-            if let Some((_, name)) = function.rsplit_once("::") {
-                if name.starts_with("reentrant_") {
-                    // A layer that shows what else runs when a body ends (a slow-request dump).
-                    let listed = observe::in_flight()
-                        .iter()
-                        .filter(|body| body.function == function)
-                        .count();
-                    lock(&REENTRANT_SAW).push((name.to_string(), listed));
-                }
+        };
+        let split = captured.target == SPLIT;
+        let function = captured.fields.get("function").cloned().unwrap_or_default();
+        if let Some((_, name)) = function.rsplit_once("::").filter(|_| split) {
+            if name.starts_with("reentrant_") {
+                // A layer that shows what else runs when a body ends (a slow-request dump).
+                let listed = observe::in_flight()
+                    .iter()
+                    .filter(|body| body.function == function)
+                    .count();
+                lock(&REENTRANT_SAW).push((name.to_string(), listed));
             }
         }
-        lock(&EVENTS).push(Captured {
-            target: target.to_string(),
-            fields,
-            span,
-        });
-        if target == SPLIT && function.ends_with("::subscriber_panics") {
+        capture::keep(captured);
+        if split && function.ends_with("::subscriber_panics") {
             panic!("a subscriber that panics on this body's split event");
         }
     }
@@ -160,18 +98,7 @@ fn install() {
 
 /// The captured events at `target` of the function whose name is `name`.
 fn events_at(target: &str, name: &str) -> Vec<Captured> {
-    let suffix = format!("::{name}");
-    lock(&EVENTS)
-        .iter()
-        .filter(|event| {
-            event.target == target
-                && event
-                    .fields
-                    .get("function")
-                    .is_some_and(|f| f.ends_with(&suffix))
-        })
-        .cloned()
-        .collect()
+    capture::events(target, &format!("::{name}"))
 }
 
 fn splits(name: &str) -> Vec<Captured> {
@@ -192,10 +119,6 @@ fn assert_adds_up(event: &Captured) {
         parts <= total && parts + 5 >= total,
         "{parts} µs of parts against a total of {total} µs: {event:?}"
     );
-}
-
-fn us(d: Duration) -> u64 {
-    d.as_micros() as u64
 }
 
 // ------------------------------------------------------------------------------------------------

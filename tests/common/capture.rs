@@ -34,14 +34,49 @@ impl Captured {
             .parse()
             .unwrap_or_else(|_| panic!("field `{name}` is not a number: {self:?}"))
     }
+
+    /// A split event's five kinds added up, in µs.
+    pub fn parts(&self) -> u64 {
+        [
+            "slot_wait_us",
+            "pool_queue_us",
+            "blocking_us",
+            "io_us",
+            "parked_us",
+        ]
+        .iter()
+        .map(|name| self.num(name))
+        .sum()
+    }
+
+    /// A split event's `segments` field as (kind, start ms, length ms).
+    pub fn segments(&self) -> Vec<(String, f64, f64)> {
+        self.get("segments")
+            .split(' ')
+            .filter(|segment| *segment != "...")
+            .map(|segment| {
+                let (kind, times) = segment.split_once('=').expect("kind=start+length");
+                let (start, length) = times.split_once('+').expect("start+length");
+                (
+                    kind.to_string(),
+                    start.parse().unwrap(),
+                    length.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Whole microseconds.
+pub fn us(d: std::time::Duration) -> u64 {
+    d.as_micros() as u64
 }
 
 static EVENTS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
 
 struct Capture;
 
-/// Records an event's fields as text.
-pub struct Fields<'a>(pub &'a mut BTreeMap<String, String>);
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -54,21 +89,35 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// The runtime's own event as text, with the span it was recorded in (`None` for other events).
+pub fn read<S: Subscriber + for<'a> LookupSpan<'a>>(
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+) -> Option<Captured> {
+    let target = event.metadata().target();
+    if !target.starts_with("blocking_first") {
+        return None;
+    }
+    let mut fields = BTreeMap::new();
+    event.record(&mut Fields(&mut fields));
+    Some(Captured {
+        target: target.to_string(),
+        level: *event.metadata().level(),
+        fields,
+        span: ctx.event_span(event).map(|span| span.name().to_string()),
+    })
+}
+
+/// Keeps an event for [`events`] (for a test's own layer).
+pub fn keep(event: Captured) {
+    EVENTS.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+}
+
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let target = event.metadata().target();
-        if !target.starts_with("blocking_first") {
-            return;
+        if let Some(event) = read(event, &ctx) {
+            keep(event);
         }
-        let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
-        let span = ctx.event_span(event).map(|span| span.name().to_string());
-        EVENTS.lock().unwrap().push(Captured {
-            target: target.to_string(),
-            level: *event.metadata().level(),
-            fields,
-            span,
-        });
     }
 }
 
@@ -85,7 +134,7 @@ pub fn install() {
 pub fn events(target: &str, function: &str) -> Vec<Captured> {
     EVENTS
         .lock()
-        .unwrap()
+        .unwrap_or_else(|e| e.into_inner())
         .iter()
         .filter(|event| {
             event.target == target
