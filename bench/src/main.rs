@@ -149,6 +149,17 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// A loopback listener on a free port for the server under test, and its address.
+fn listen(
+    client_runtime: &tokio::runtime::Runtime,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), String> {
+    let listener = client_runtime
+        .block_on(async { upstream::listen() })
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, addr))
+}
+
 /// Serves `router` on a fresh runtime shaped as `args` says (the server under test).
 fn serve_on_tokio(
     args: &Args,
@@ -210,10 +221,7 @@ fn cell(
     let threads_before = gauge::os_threads();
     monitor.reset();
 
-    let listener = client_runtime
-        .block_on(async { upstream::listen() })
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = listen(client_runtime)?;
     let server = match variant.router(app.clone()) {
         Some(router) => Server::Tokio(serve_on_tokio(args, listener, router)?),
         None => {

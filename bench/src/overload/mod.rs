@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::load::quantile;
 use crate::report::Environment;
 use crate::variants::{App, DB, Variant};
-use crate::{Setup, cell, upstream};
+use crate::{Setup, cell};
 use report::{markdown, plot};
 
 const ROUNDS: usize = 2;
@@ -141,11 +141,7 @@ fn overload_cell(
     } else {
         router
     };
-    let listener = setup
-        .client_runtime
-        .block_on(async { upstream::listen() })
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = crate::listen(setup.client_runtime)?;
     let runtime = crate::serve_on_tokio(args, listener, router)?;
     let window = args.overload_time;
     let mut point = setup.client_runtime.block_on(offer(

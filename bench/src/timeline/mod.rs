@@ -31,7 +31,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use crate::load::quantile;
 use crate::report::Environment;
 use crate::variants::{App, Variant};
-use crate::{Setup, load, upstream};
+use crate::{Setup, load};
 use capture::{Capture, SPAN_TARGET};
 pub use capture::{Clock, Part, Request, Trace};
 
@@ -134,11 +134,7 @@ fn measure(
         Variant::BlockingFirst => router.layer(axum::middleware::from_fn(in_span)),
         _ => router,
     };
-    let listener = setup
-        .client_runtime
-        .block_on(async { upstream::listen() })
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (listener, addr) = crate::listen(setup.client_runtime)?;
     let runtime = crate::serve_on_tokio(args, listener, router)?;
     setup.monitor.reset();
     capture::take_splits(capture);
