@@ -185,8 +185,10 @@ impl Record {
 
     /// The kind the body is in now, if it started and has not ended.
     pub(crate) fn kind(&self) -> Option<Kind> {
+        // `Acquire`, pairing with the `Release` of `transition`: read first, it makes the
+        // current kind's start (and the body's) visible to what is read after it.
         Kind::ALL
-            .get(usize::from(self.kind.load(Ordering::Relaxed)))
+            .get(usize::from(self.kind.load(Ordering::Acquire)))
             .copied()
     }
 
@@ -223,9 +225,9 @@ impl Record {
         )
     }
 
-    /// The first transitions in order, for a body that ended.
+    /// The first transitions in order. `now`: for a body that has not ended (cancelled), where
+    /// its current segment ends.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    /// `now`: for a body that has not ended (cancelled), where its current segment ends.
     pub(crate) fn segments(&self, now: Option<u64>) -> Segments<'_> {
         Segments(self, now)
     }
