@@ -57,7 +57,7 @@ impl<T: Send + 'static> Job for BodyJob<T> {
                 // The driver is gone: the body ends here, on this blocking thread.
                 drop_caught(body);
                 drop(running);
-                observe::deregister(&shared);
+                let_go(&shared);
                 return;
             }
             Err(payload) => {
@@ -68,10 +68,7 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         // The slot is free before the caller can see the outcome.
         drop(running);
         handoff.complete(outcome);
-        // A driver dropped meanwhile left the body listed while this stretch ran.
-        if shared.cancelled.load(Ordering::Acquire) {
-            observe::deregister(&shared);
-        }
+        let_go(&shared);
     }
 
     fn handle(&self) -> &Handle {
@@ -104,10 +101,17 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             "blocking-first: the tokio runtime shut down before this body could run its \
              blocking code; the body was dropped without finishing",
         )));
-        // As at the end of `run`: a driver dropped before the outcome arrived left it listed.
-        if shared.cancelled.load(Ordering::Acquire) {
-            observe::deregister(&shared);
-        }
+        let_go(&shared);
+    }
+}
+
+/// After a loop is done with a body (its outcome handed off, if any): a driver dropped while the
+/// loop still had it left it listed in flight, for the loop to take off. Read after the handoff,
+/// whose lock orders it with the driver's `cancelled` and `abandon`: either the driver found the
+/// outcome (and took the body off itself) or this sees `cancelled`.
+fn let_go(shared: &Arc<Shared>) {
+    if shared.cancelled.load(Ordering::Acquire) {
+        observe::deregister(shared);
     }
 }
 
