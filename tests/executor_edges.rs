@@ -373,3 +373,37 @@ fn a_cancelled_bodys_destructors_run_in_its_own_runtimes_context() {
         );
     });
 }
+
+// ------------------------------------------------------------------------------------------------
+// Regression: every loop start spawned a sentinel task on its runtime (to learn of its shutdown);
+// on a runtime nobody drives, those tasks are never polled and never finish: 100, 200, 300 tasks
+// alive after 100, 200, 300 calls. Now one sentinel per runtime.
+
+static UNDRIVEN: Limit = Limit::new("undriven", 1);
+
+#[blocking_first(limit = UNDRIVEN)]
+async fn undriven_call(n: u32) -> u32 {
+    n + 1
+}
+
+#[test]
+fn a_runtime_nobody_drives_keeps_one_task_however_many_loops_start() {
+    let _serial = serial();
+    bounded(Duration::from_secs(30), || {
+        let runtime = Builder::new_current_thread().enable_all().build().unwrap();
+        let handle = runtime.handle().clone();
+        // Used only through `Handle::block_on` from a plain thread: nobody polls its tasks.
+        let calls = thread::spawn(move || {
+            for n in 0..40 {
+                assert_eq!(handle.block_on(undriven_call(n)), n + 1);
+                // Past the linger: the loop ends, and the next call starts a new one.
+                thread::sleep(Duration::from_millis(15));
+            }
+            handle.metrics().num_alive_tasks()
+        })
+        .join()
+        .unwrap();
+        assert!(calls <= 1, "{calls} tasks alive after 40 loop starts");
+        drop(runtime);
+    });
+}

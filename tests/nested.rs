@@ -175,3 +175,67 @@ async fn hold_other(
     ready.send(()).unwrap();
     tokio::runtime::Handle::current().block_on(release).unwrap();
 }
+
+// Regression: a `parallel!` branch that went to another loop did not count as blocking code of
+// its body, so an annotated helper it ran with `Handle::block_on` hopped and waited for a slot
+// while the branch held one and the caller another, blocked in `join`: with a limit of 2 the
+// call never finished, and every later body of that limit waited forever (`in_use: 2`).
+
+static TWO: Limit = Limit::new("two", 2);
+
+#[blocking_first(limit = TWO)]
+async fn load(n: usize) -> (usize, ThreadId) {
+    thread::sleep(Duration::from_millis(5));
+    (n * 10, thread::current().id())
+}
+
+#[blocking_first(limit = TWO)]
+async fn both_loads() -> [(usize, ThreadId, ThreadId); 2] {
+    let handle = tokio::runtime::Handle::current();
+    let (a, b) = blocking_first::parallel! {
+        {
+            let (value, ran_on) = handle.block_on(load(1));
+            (value, ran_on, thread::current().id())
+        },
+        {
+            thread::sleep(Duration::from_millis(50));
+            let (value, ran_on) = handle.block_on(load(2));
+            (value, ran_on, thread::current().id())
+        },
+    };
+    [a, b]
+}
+
+#[test]
+fn an_annotated_helper_run_with_block_on_in_a_dispatched_branch_runs_under_the_branchs_slot() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let runtime = multi_thread();
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            rounds.push(runtime.block_on(both_loads()));
+        }
+        let _ = tx.send(rounds);
+    });
+    let rounds = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("deadlock: {:?}", TWO.stats()));
+    let mut elsewhere = 0;
+    for [a, b] in rounds {
+        assert_eq!((a.0, b.0), (10, 20));
+        // Each helper ran on the thread of the branch that called it: no hop, no slot waited for.
+        assert_eq!(a.1, a.2);
+        assert_eq!(b.1, b.2);
+        elsewhere += usize::from(a.2 != b.2);
+    }
+    assert!(
+        elsewhere > 0,
+        "no round sent its first branch to another loop"
+    );
+    let stats = TWO.stats();
+    assert_eq!((stats.in_use, stats.waiting), (0, 0));
+    assert!(stats.peak <= 2);
+}

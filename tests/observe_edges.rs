@@ -70,6 +70,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Edges {
             return;
         };
         let split = captured.target == SPLIT;
+        let detect = captured.target == DETECT;
         let function = captured.fields.get("function").cloned().unwrap_or_default();
         if let Some((_, name)) = function.rsplit_once("::").filter(|_| split) {
             if name.starts_with("reentrant_") {
@@ -84,6 +85,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Edges {
         capture::keep(captured);
         if split && function.ends_with("::subscriber_panics") {
             panic!("a subscriber that panics on this body's split event");
+        }
+        if detect && function.ends_with("::warning_panics") {
+            panic!("a subscriber that panics on every warning");
         }
     }
 }
@@ -1895,4 +1899,47 @@ fn a_paused_clock_holds_on_a_limit_of_its_own_and_can_jump_on_a_shared_one() {
             "documented: the timeout fires early on another runtime's loop (after {took:?})"
         );
     }
+}
+
+#[blocking_first]
+async fn warning_panics() -> u32 {
+    thread::sleep(30 * MS);
+    7
+}
+
+/// Regression: the long-stretch detector warned on the loop outside `catch_unwind` and before
+/// the outcome was handed off; a layer that panics on warnings (a common test-harness pattern)
+/// made the loop report "a destructor panicked", and the caller waited forever with the body
+/// listed in flight. Now the caller sees the subscriber's panic, the slot is back and the body
+/// is off the list; the loop serves the next body.
+#[test]
+fn a_subscriber_that_panics_on_a_warning_from_a_loop_fails_the_call_without_stranding_it() {
+    let _g = exclusive();
+    let _restore = Restore;
+    detect::enable(Detectors::default().stretch(MS).io_poll(None));
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let rt = multi_thread();
+        let outcome = rt.block_on(async { tokio::spawn(warning_panics()).await });
+        // The next body of the limit still gets a slot and a loop.
+        let after = rt.block_on(async {
+            detect::disable();
+            warning_panics().await
+        });
+        let _ = tx.send((
+            outcome.map_err(|err| panic_message(&*err.into_panic())),
+            after,
+        ));
+    });
+    let (outcome, after) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("hang: in flight {:?}", observe::in_flight()));
+    assert_eq!(
+        outcome,
+        Err("a subscriber that panics on every warning".to_string())
+    );
+    assert_eq!(after, 7);
+    assert_unlisted("warning_panics");
+    let global = blocking_first::limit::global().stats();
+    assert_eq!((global.in_use, global.waiting), (0, 0));
 }

@@ -27,6 +27,8 @@ fn quiet_expected_panics() {
             let message = panic_message(info.payload());
             let expected = [
                 "the caller panics",
+                "<non-string payload>",
+                "the payload's own destructor panicked",
                 "the inner branch panics",
                 "a captured value panicked in its destructor",
             ];
@@ -386,4 +388,80 @@ fn two_panicking_destructors_of_unjoined_values_do_not_abort() {
             "a captured value panicked in its destructor"
         );
     });
+}
+
+/// A panic payload whose own destructor panics.
+struct PanickingPayload;
+
+impl Drop for PanickingPayload {
+    fn drop(&mut self) {
+        panic!("the payload's own destructor panicked");
+    }
+}
+
+/// A captured value that panics in its destructor with a [`PanickingPayload`].
+struct PanicWithPanickingPayload;
+
+impl Drop for PanicWithPanickingPayload {
+    fn drop(&mut self) {
+        panic::panic_any(PanickingPayload);
+    }
+}
+
+/// Regression: with one destructor's panic already kept, `finish` dropped the second payload
+/// outside `catch_unwind`; that payload's own destructor panicked, `scope` unwound at once, and
+/// a branch still running read the caller's freed `Vec` (AddressSanitizer: heap-use-after-free
+/// in 20 of 20 runs). Now `scope` waits for the branch and re-raises the caller's panic.
+#[test]
+fn a_panic_payload_that_panics_when_dropped_does_not_end_the_scope_early() {
+    quiet_expected_panics();
+    let runtime = Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(async {
+        tokio::task::spawn_blocking(|| {
+            let scope_returned = Arc::new(AtomicBool::new(false));
+            let read_after_return = Arc::new(AtomicBool::new(false));
+            let data: Vec<u64> = (1..=100).collect();
+            let sum = AtomicU64::new(0);
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+                parallel::scope(|s| {
+                    let (returned, late) = (scope_returned.clone(), read_after_return.clone());
+                    let (data, sum) = (&data, &sum);
+                    s.spawn(move || {
+                        thread::sleep(Duration::from_millis(300));
+                        if returned.load(SeqCst) {
+                            late.store(true, SeqCst);
+                            return; // reading `data` now would be a use after free
+                        }
+                        sum.store(data.iter().sum(), SeqCst);
+                    });
+                    thread::sleep(Duration::from_millis(50));
+                    // Both blocking threads are taken (this one and the branch's): these wait
+                    // unstarted and are dropped unrun when the closure panics.
+                    let first = PanicOnDrop;
+                    let second = PanicWithPanickingPayload;
+                    s.spawn(move || drop(first));
+                    s.spawn(move || drop(second));
+                    panic!("the caller panics");
+                })
+            }));
+            scope_returned.store(true, SeqCst);
+            let payload = caught.expect_err("the caller's panic is re-raised");
+            let message = panic_message(&*payload);
+            (message, read_after_return.load(SeqCst), sum.load(SeqCst))
+        })
+        .await
+        .unwrap()
+    });
+    let (message, read_after_return, sum) = outcome;
+    assert_eq!(message, "the caller panics");
+    assert!(
+        !read_after_return,
+        "the branch ran after `scope` had returned"
+    );
+    assert_eq!(sum, 5050, "the branch finished before `scope` returned");
 }

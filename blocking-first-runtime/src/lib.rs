@@ -24,6 +24,7 @@ mod span;
 mod stats;
 mod sync;
 mod ticket;
+mod unwind;
 mod watchdog;
 
 pub use stats::{Stats, reset_peak, stats};

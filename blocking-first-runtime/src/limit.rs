@@ -32,7 +32,9 @@ mod error;
 mod slot;
 mod stats_of;
 
-pub(crate) use context::{LimitContext, current, enter_context, enter_limit};
+pub(crate) use context::{
+    InStretch, LimitContext, current, enter_context, enter_limit, in_stretch,
+};
 pub use error::{CapacityError, CapacityErrorKind};
 pub(crate) use slot::{Busy, Slot};
 pub use stats_of::LimitStats;

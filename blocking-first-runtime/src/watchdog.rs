@@ -70,7 +70,9 @@ fn run() {
         for watch in &mut watches {
             anyone_waiting |= watch.limit.returning_waiters() > 0;
             if let Some(stall) = watch.tick(now) {
-                report(&stall);
+                // A subscriber that panics on the warning must not end the watching for good
+                // (`RUNNING` would stay set with no thread behind it).
+                crate::unwind::drop_caught(std::panic::catch_unwind(|| report(&stall)));
             }
         }
         idle = if anyone_waiting {

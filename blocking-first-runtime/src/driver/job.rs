@@ -14,7 +14,9 @@ use crate::limit::Limit;
 use crate::mode::Shared;
 use crate::observe::{self, Kind, detect};
 use crate::span::Span;
+use crate::stats::InBlocking;
 use crate::sync::Ordering;
+pub(super) use crate::unwind::drop_caught;
 
 /// A stretch of a body's blocking code, as a loop's job.
 pub(super) struct BodyJob<T> {
@@ -39,33 +41,59 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         // Entered until the end: the body's destructors, when it is dropped here, and whatever
         // an abandoned outcome drops, see the body's own runtime too.
         let _runtime = handle.enter();
-        let _entered = span.enter();
+        let counted = InBlocking::enter();
         let record = &shared.record;
-        record.enter_hop();
-        let stretch = panic::catch_unwind(AssertUnwindSafe(|| {
-            run_stretch(body.as_mut(), &shared, &waker, Some(limit))
+        // The body's own panics are caught by the inner `catch_unwind`; the outer one catches
+        // what the observers around it run: a tracing subscriber (entering the span, the
+        // detectors' warnings) or a metrics recorder that panics. Either way the outcome below
+        // is handed off and the slot given back: nothing a user callback does strands the caller.
+        let mut stretch = None;
+        let observed = panic::catch_unwind(AssertUnwindSafe(|| {
+            let _entered = span.enter();
+            record.enter_hop();
+            let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+                run_stretch(body.as_mut(), &shared, &waker, Some(limit))
+            }));
+            let ended = match &ran {
+                Ok(Stretch::Back) => record.enter(parked_or_io(&shared)),
+                _ => record.end(),
+            };
+            stretch = Some(ran);
+            detect::segment_ended(record.site, limit.name(), ended);
         }));
-        let ended = match &stretch {
-            Ok(Stretch::Back) => record.enter(parked_or_io(&shared)),
-            _ => record.end(),
-        };
-        detect::segment_ended(record.site, limit.name(), ended);
-        let outcome = match stretch {
-            Ok(Stretch::Done(value)) => Outcome::Done(value),
-            Ok(Stretch::Back) => Outcome::Back(body),
-            Ok(Stretch::Cancelled) => {
-                // The driver is gone: the body ends here, on this blocking thread.
+        let outcome = match (stretch, observed) {
+            (Some(Ok(Stretch::Done(value))), Ok(())) => Outcome::Done(value),
+            (Some(Ok(Stretch::Back)), Ok(())) => Outcome::Back(body),
+            (Some(Ok(Stretch::Cancelled)), observed) => {
+                // The driver is gone: the body ends here, on this blocking thread, and so does
+                // an observer's panic (nobody is left to see it).
+                drop_caught(observed);
                 drop_caught(body);
+                drop(counted);
                 drop(running);
                 let_go(&shared);
                 return;
             }
-            Err(payload) => {
+            (Some(Err(payload)), observed) => {
+                // The body's own panic is what its caller sees.
+                drop_caught(observed);
                 drop_caught(body);
                 Outcome::Panicked(payload)
             }
+            // An observer panicked around a stretch that did not panic: the caller sees that
+            // panic instead of the body's result (the body is dropped here, unfinished).
+            (stretch, Err(payload)) => {
+                if stretch.is_none() {
+                    record.end();
+                }
+                drop_caught(stretch);
+                drop_caught(body);
+                Outcome::Panicked(payload)
+            }
+            (None, Ok(())) => unreachable!("the stretch's outcome is kept before observers run"),
         };
         // The slot is free before the caller can see the outcome.
+        drop(counted);
         drop(running);
         handoff.complete(outcome);
         let_go(&shared);
@@ -119,11 +147,6 @@ fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Drops `value`, catching a panicking destructor (its panic has nowhere to go).
-pub(super) fn drop_caught<V>(value: V) {
-    drop(panic::catch_unwind(AssertUnwindSafe(|| drop(value))));
 }
 
 /// What a stretch on a loop ended with.

@@ -1,12 +1,12 @@
 //! A stretch: the body polled on one blocking thread for as long as it stays in blocking mode.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::exec;
-use crate::limit::Limit;
+pub(crate) use crate::limit::in_stretch;
+use crate::limit::{InStretch, Limit};
 use crate::mode::Shared;
 use crate::observe::Kind;
 use crate::sync::Ordering;
@@ -29,31 +29,6 @@ pub(crate) enum Stretch<T> {
     Back,
     /// The driver was dropped: the body must not be polled again.
     Cancelled,
-}
-
-thread_local! {
-    /// Set while this thread polls a body in a stretch of blocking code: an annotated function
-    /// awaited there runs its own blocking code right here instead of hopping.
-    static IN_STRETCH: Cell<bool> = const { Cell::new(false) };
-}
-
-pub(crate) fn in_stretch() -> bool {
-    IN_STRETCH.get()
-}
-
-/// Marks this thread as in a stretch until dropped (also when the poll panics).
-struct InStretch(bool);
-
-impl InStretch {
-    fn enter() -> InStretch {
-        InStretch(IN_STRETCH.replace(true))
-    }
-}
-
-impl Drop for InStretch {
-    fn drop(&mut self) {
-        IN_STRETCH.set(self.0);
-    }
 }
 
 /// Polls the body on this blocking thread for as long as it stays in blocking mode and keeps

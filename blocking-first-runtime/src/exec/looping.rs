@@ -1,34 +1,30 @@
 //! The loops themselves: starting one, its life on a blocking thread, idling, ending.
 
-use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
 
+use super::runtimes::{self, RuntimeLife};
 use super::{
     CLAIMED, IDLE, Idle, Job, LINGER, LOOK, PENDING_STARTS, QUICK_AWAIT, RETIRED, SPIN, kick,
 };
 use crate::limit::{self, Limit};
-use crate::stats::InBlocking;
 
 /// Starts a loop (its slot already taken and counted) on `handle`'s blocking pool. Returns
 /// `false`, with the slot given back, if that pool is shutting down.
 pub(super) fn start_loop(limit: &'static Limit, handle: &Handle) -> bool {
-    let life = Arc::new(Life::default());
+    let life = runtimes::life_of(handle);
     let failed = Arc::new(AtomicBool::new(false));
     let mut starting = Starting {
         limit,
-        life: Some(life.clone()),
+        life: Some(life),
         failed: failed.clone(),
     };
     PENDING_STARTS.fetch_add(1, Ordering::AcqRel);
-    drop(handle.spawn(Sentinel(life)));
     // A pool shutting down drops the closure right here, unrun: `Starting` reports it.
     drop(handle.spawn_blocking(move || {
         let life = starting.life.take().expect("taken once");
@@ -42,22 +38,21 @@ pub(super) fn start_loop(limit: &'static Limit, handle: &Handle) -> bool {
 /// unstarted (it is shutting down).
 struct Starting {
     limit: &'static Limit,
-    life: Option<Arc<Life>>,
+    life: Option<Arc<RuntimeLife>>,
     /// Set when dropped unstarted.
     failed: Arc<AtomicBool>,
 }
 
 impl Drop for Starting {
     fn drop(&mut self) {
-        let Some(life) = self.life.take() else {
+        if self.life.take().is_none() {
             return;
-        };
+        }
         PENDING_STARTS.fetch_sub(1, Ordering::AcqRel);
         let mut queue = self.limit.exec.lock();
         queue.loops -= 1;
         self.limit.give_back_loop_slot();
         drop(queue);
-        life.end();
         // Whoever started it sees this flag and finds another loop for the queued jobs, if
         // `start_loop` has not returned yet; if it has (the runtime dropped the queued loop at
         // shutdown), the flag is read by nobody and the next submit or slot given back kicks.
@@ -65,59 +60,10 @@ impl Drop for Starting {
     }
 }
 
-/// What a loop and the sentinel task on its runtime share.
-#[derive(Default)]
-struct Life {
-    /// The runtime the loop was started on shut down (or the loop ended).
-    dead: AtomicBool,
-    /// The loop ended: the sentinel task may finish.
-    ended: AtomicBool,
-    thread: Mutex<Option<Thread>>,
-    sentinel: Mutex<Option<Waker>>,
-}
-
-impl Life {
-    fn end(&self) {
-        self.ended.store(true, Ordering::Release);
-        if let Some(waker) = lock(&self.sentinel).take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A task on the loop's runtime that lives until the loop ends; dropped early only by the
-/// runtime's shutdown, which it reports to the loop.
-struct Sentinel(Arc<Life>);
-
-impl Future for Sentinel {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        *lock(&self.0.sentinel) = Some(cx.waker().clone());
-        if self.0.ended.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        self.0.dead.store(true, Ordering::Release);
-        if let Some(thread) = lock(&self.0.thread).as_ref() {
-            thread.unpark();
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A loop: runs jobs while there are any, lingers, ends. Its slot is given back at the end, also
 /// if a job unwinds through it.
-fn run_loop(limit: &'static Limit, life: Arc<Life>) {
-    *lock(&life.thread) = Some(thread::current());
+fn run_loop(limit: &'static Limit, life: Arc<RuntimeLife>) {
+    life.enter();
     let mut ending = Ending {
         limit,
         life,
@@ -131,7 +77,7 @@ fn run_loop(limit: &'static Limit, life: Arc<Life>) {
     });
     let mut queue = exec.lock();
     loop {
-        if ending.life.dead.load(Ordering::Acquire) {
+        if ending.life.is_dead() {
             return;
         }
         if let Some(entry) = queue.pop() {
@@ -146,7 +92,7 @@ fn run_loop(limit: &'static Limit, life: Arc<Life>) {
         let spin = !queue.spinning;
         queue.spinning |= spin;
         drop(queue);
-        wait_idle(&idle, &ending.life.dead, spin);
+        wait_idle(&idle, ending.life.flag(), spin);
         queue = exec.lock();
         if spin {
             queue.spinning = false;
@@ -169,7 +115,7 @@ fn run_loop(limit: &'static Limit, life: Arc<Life>) {
 /// Ends a loop: its count and (unless retired) its slot go back; queued jobs get a new loop.
 struct Ending {
     limit: &'static Limit,
-    life: Arc<Life>,
+    life: Arc<RuntimeLife>,
     retired: bool,
 }
 
@@ -183,7 +129,7 @@ impl Drop for Ending {
         }
         let then = kick(limit, &mut queue);
         drop(queue);
-        self.life.end();
+        self.life.leave();
         then.run(limit, None);
     }
 }
@@ -215,32 +161,35 @@ fn wait_idle(idle: &Idle, dead: &AtomicBool, spin: bool) {
     }
 }
 
-/// A job running on a loop: the limit is current on the thread, a slot counted in use, a body
-/// counted in blocking code (fields drop in order: the counts fall before the context goes).
+/// A job running on a loop: the limit is current on the thread, a slot counted in use (fields
+/// drop in order: the count falls before the context goes). A body's job also counts itself in
+/// [`stats()`](crate::stats()) (a `parallel` branch is not a body).
 pub(crate) struct Running {
     _busy: limit::Busy,
-    _counted: InBlocking,
     _context: limit::LimitContext,
 }
 
-/// Runs one job under the limit's context, counted as a body in blocking code.
+/// Runs one job under the limit's context.
 fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
     let running = Running {
         _context: limit::enter_limit(limit),
-        _counted: InBlocking::enter(),
         _busy: limit.busy(),
     };
-    // A job catches its own panics (a body's reaches its caller); one escaping anyway must not
-    // take the loop's accounting down, and is reported.
+    // A job catches its own panics (a body's reaches its caller, as does a panic of the
+    // observers around its stretch); one escaping anyway (a subscriber panicking as a branch
+    // enters its span) must not take the loop's accounting down, and is reported.
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| job.run(limit, running))) {
         let message = payload
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(not a string)");
-        eprintln!("blocking-first: a destructor panicked on a blocking loop: {message}");
-        // The payload's own destructor may panic too: that one is dropped unreported.
-        drop(panic::catch_unwind(AssertUnwindSafe(|| drop(payload))));
+        eprintln!(
+            "blocking-first: a panic escaped a job on a blocking loop of limit `{}` (from a \
+             destructor or a tracing subscriber); the loop goes on: {message}",
+            limit.name()
+        );
+        crate::unwind::drop_caught(payload);
     }
 }
 

@@ -33,6 +33,7 @@ use crate::limit::Limit;
 use crate::watchdog;
 
 mod looping;
+mod runtimes;
 
 use looping::start_loop;
 pub(crate) use looping::{Running, wait_in_place};

@@ -8,6 +8,31 @@ use super::{Limit, Slot};
 thread_local! {
     /// The limit of the body whose blocking code this thread runs, for `parallel` branches.
     static CURRENT: Cell<Option<&'static Limit>> = const { Cell::new(None) };
+    /// Set while this thread runs a body's blocking code: a stretch of it, or one of its
+    /// `parallel` branches. An annotated function awaited there (`Handle::block_on` included)
+    /// runs its own blocking code right here instead of hopping and waiting for a slot, which a
+    /// branch holding one of the last slots would wait for forever.
+    static IN_STRETCH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs a body's blocking code now (see `IN_STRETCH`).
+pub(crate) fn in_stretch() -> bool {
+    IN_STRETCH.get()
+}
+
+/// Marks this thread as running a body's blocking code until dropped (also when it panics).
+pub(crate) struct InStretch(bool);
+
+impl InStretch {
+    pub(crate) fn enter() -> InStretch {
+        InStretch(IN_STRETCH.replace(true))
+    }
+}
+
+impl Drop for InStretch {
+    fn drop(&mut self) {
+        IN_STRETCH.set(self.0);
+    }
 }
 
 /// The limit of the body running blocking code on this thread, if any.

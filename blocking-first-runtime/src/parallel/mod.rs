@@ -42,7 +42,6 @@
 //!   does not return, by value or by unwinding, before it is zero, and claims back every branch
 //!   spawned while it waits.
 
-use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
@@ -54,12 +53,11 @@ use crate::limit::{self, Limit};
 use crate::stats;
 use crate::sync::{self as shim, Mutex};
 use crate::ticket::{Pending, Ticket};
+use crate::unwind::{Payload, catch_drop, drop_caught, keep_first};
 
 mod pool;
 
 use pool::Pool;
-
-type Payload = Box<dyn Any + Send + 'static>;
 
 /// Runs `f` with a [`Scope`] whose branches may borrow anything that outlives the call.
 ///
@@ -81,11 +79,22 @@ where
         _env: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    // `finish` never unwinds: it returns only once every branch has finished.
     let unjoined_panic = scope.finish(result.is_ok());
-    match (result, unjoined_panic) {
-        (Err(payload), _) | (Ok(_), Some(payload)) => panic::resume_unwind(payload),
-        (Ok(value), None) => value,
-    }
+    // Whatever is not re-raised is dropped caught: a destructor that panicked while this unwinds
+    // would abort the process.
+    let payload = match (result, unjoined_panic) {
+        (Ok(value), None) => return value,
+        (Ok(value), Some(payload)) => {
+            drop_caught(value);
+            payload
+        }
+        (Err(payload), unjoined) => {
+            drop_caught(unjoined);
+            payload
+        }
+    };
+    panic::resume_unwind(payload)
 }
 
 /// Runs `f` over every item side by side and returns the results in the items' order.
@@ -167,11 +176,9 @@ impl<'scope> Scope<'scope, '_> {
             .pool
             .as_ref()
             .is_some_and(|pool| dispatch(pool, self.limit, &packet));
-        if dispatched {
-            stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
-        } else {
-            stats::INLINE.fetch_add(1, Ordering::Relaxed);
-            packet.claim(true);
+        if !dispatched {
+            // Runs it here; a branch that runs cannot leave a destructor's panic behind.
+            drop_caught(packet.claim(true));
         }
         Branch { packet }
     }
@@ -179,6 +186,9 @@ impl<'scope> Scope<'scope, '_> {
     /// Claims every branch no pool thread started (runs it if `run`, else drops it), waits for
     /// the others -- also those spawned meanwhile by running branches -- and returns the payload
     /// of a panic no [`Branch::join`] re-raised.
+    ///
+    /// Never unwinds: everything that may run user code here (a branch, a destructor, a panic
+    /// payload's destructor) runs under `catch_unwind`, so the wait below cannot be skipped.
     fn finish(&self, run: bool) -> Option<Payload> {
         let mut ended = Vec::new();
         let (mut unjoined, mut drop_panic) = (None, None);
@@ -187,7 +197,7 @@ impl<'scope> Scope<'scope, '_> {
             let batch = mem::take(&mut *shim::lock(&self.branches));
             for branch in &batch {
                 if let Some(payload) = branch.claim(run) {
-                    drop_panic.get_or_insert(payload);
+                    keep_first(&mut drop_panic, payload);
                 }
             }
             ended.extend(batch);
@@ -201,15 +211,21 @@ impl<'scope> Scope<'scope, '_> {
             // Values nobody joined drop here, one at a time so that two panicking destructors do
             // not abort. A destructor may hold the scope and spawn into it: then go round again.
             for branch in ended.drain(..) {
-                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| drop(branch))) {
-                    drop_panic.get_or_insert(payload);
+                if let Some(payload) = catch_drop(branch) {
+                    keep_first(&mut drop_panic, payload);
                 }
             }
             if self.pending.announced() == seen {
                 break;
             }
         }
-        unjoined.or(drop_panic)
+        match unjoined {
+            Some(payload) => {
+                drop_caught(drop_panic);
+                Some(payload)
+            }
+            None => drop_panic,
+        }
     }
 }
 
@@ -235,6 +251,8 @@ fn dispatch<'scope, T: Send + 'scope>(
             // dropped without being followed.
             return;
         };
+        // Counted here, where the pool won the branch: one the caller took back ran inline.
+        stats::DISPATCHED.fetch_add(1, Ordering::Relaxed);
         let context = slot.map(limit::enter_context);
         // SAFETY: `start_on_pool` moved the ticket from queued to running, so the caller claimed
         // nothing, and the branch is counted unfinished in `pending` until `pending.finished()`
@@ -275,7 +293,7 @@ impl<T: Send> Branch<'_, T> {
     /// Waits for the branch and returns its value, running it here if the pool has not started
     /// it yet. Re-raises the branch's panic with its original payload.
     pub fn join(self) -> T {
-        self.packet.claim(true);
+        drop_caught(self.packet.claim(true));
         self.packet.ticket.wait();
         let outcome = shim::lock(&self.packet.outcome).take();
         match outcome.expect("a finished branch has an outcome") {
@@ -328,11 +346,12 @@ impl<T: Send> Claim for Packet<'_, T> {
             return None;
         }
         let drop_panic = if run {
+            stats::INLINE.fetch_add(1, Ordering::Relaxed);
             self.run();
             None
         } else {
             let job = shim::lock(&self.job).take();
-            let drop_panic = panic::catch_unwind(AssertUnwindSafe(|| drop(job))).err();
+            let drop_panic = catch_drop(job);
             // A `join` from a branch still running gets a clear panic, not a missing outcome.
             let dropped: Payload = Box::new(
                 "blocking-first: this branch was dropped unrun because the scope's closure panicked",

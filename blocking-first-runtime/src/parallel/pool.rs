@@ -62,6 +62,9 @@ struct BranchJob<F> {
 impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
     fn run(self: Box<Self>, _limit: &'static Limit, running: crate::exec::Running) {
         let _runtime = self.runtime.enter();
+        // A branch is blocking code of its body: an annotated function it awaits runs here,
+        // under this loop's slot, as it would in the body (see `limit::in_stretch`).
+        let _marked = crate::limit::InStretch::enter();
         let _entered = self.span.enter();
         (self.task)();
         drop(running);
