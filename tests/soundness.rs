@@ -425,19 +425,23 @@ fn a_panic_payload_that_panics_when_dropped_does_not_end_the_scope_early() {
         tokio::task::spawn_blocking(|| {
             let scope_returned = Arc::new(AtomicBool::new(false));
             let read_after_return = Arc::new(AtomicBool::new(false));
+            let branch_done = Arc::new(AtomicBool::new(false));
             let data: Vec<u64> = (1..=100).collect();
             let sum = AtomicU64::new(0);
             let caught = panic::catch_unwind(AssertUnwindSafe(|| {
                 parallel::scope(|s| {
                     let (returned, late) = (scope_returned.clone(), read_after_return.clone());
+                    let done = branch_done.clone();
                     let (data, sum) = (&data, &sum);
                     s.spawn(move || {
                         thread::sleep(Duration::from_millis(300));
                         if returned.load(SeqCst) {
+                            // Reading `data` now would be a use after free.
                             late.store(true, SeqCst);
-                            return; // reading `data` now would be a use after free
+                        } else {
+                            sum.store(data.iter().sum(), SeqCst);
                         }
-                        sum.store(data.iter().sum(), SeqCst);
+                        done.store(true, SeqCst);
                     });
                     thread::sleep(Duration::from_millis(50));
                     // Both blocking threads are taken (this one and the branch's): these wait
@@ -450,6 +454,7 @@ fn a_panic_payload_that_panics_when_dropped_does_not_end_the_scope_early() {
                 })
             }));
             scope_returned.store(true, SeqCst);
+            wait_until(|| branch_done.load(SeqCst));
             let payload = caught.expect_err("the caller's panic is re-raised");
             let message = panic_message(&*payload);
             (message, read_after_return.load(SeqCst), sum.load(SeqCst))
