@@ -168,7 +168,9 @@ impl<'a> Rewriter<'a> {
     }
 
     /// Loops and labeled blocks: break targets inside a region; outside, a safety net when they
-    /// contain a region (a `break` hidden in another macro, e.g. `select!`, is not rewritten).
+    /// contain a region (a `break` or `continue` hidden in another macro, e.g. `select!`, is not
+    /// rewritten): the switch back at the head of every iteration (before a `while` condition)
+    /// and after the loop or block.
     fn visit_target(&mut self, expr: &mut Expr, label: Option<Lifetime>, is_loop: bool) {
         if let Some(targets) = &mut self.region {
             targets.push(Target { label, is_loop });
@@ -186,33 +188,28 @@ impl<'a> Rewriter<'a> {
         let span = expr.span();
         let leave = self.leave(span);
         let head: Stmt = syn::parse2(leave.clone()).expect("a statement");
-        match expr {
-            Expr::Loop(l) => l.body.stmts.insert(0, head),
-            Expr::ForLoop(l) => l.body.stmts.insert(0, head),
-            Expr::While(l) => {
+        // The user's attributes go on the whole: in `let __value = #[allow(..)] loop { .. };`
+        // they would be attributes on an expression, which are unstable.
+        let attrs = match expr {
+            Expr::Loop(l) => {
                 l.body.stmts.insert(0, head);
-                // A `continue` hidden in a macro reaches the condition before the body's head:
-                // switch back before the first thing the condition evaluates (the leftmost
-                // operand of a `&&` chain; in `let P = e`, the `e`).
-                let mut first = &mut *l.cond;
-                while let Expr::Binary(syn::ExprBinary {
-                    left,
-                    op: syn::BinOp::And(_),
-                    ..
-                }) = first
-                {
-                    first = &mut **left;
-                }
-                let first = match first {
-                    Expr::Let(cond) => &mut *cond.expr,
-                    other => other,
-                };
-                *first = parse_quote_spanned!(span=> { #leave #first });
+                mem::take(&mut l.attrs)
             }
-            _ => {}
-        }
+            Expr::ForLoop(l) => {
+                l.body.stmts.insert(0, head);
+                mem::take(&mut l.attrs)
+            }
+            Expr::While(l) => {
+                let attrs = mem::take(&mut l.attrs);
+                let as_loop = while_as_loop(l, &leave);
+                *expr = as_loop;
+                attrs
+            }
+            Expr::Block(b) => mem::take(&mut b.attrs),
+            _ => Vec::new(),
+        };
         let slot = Ident::new("__value", Span::mixed_site());
-        *expr = parse_quote_spanned!(span=> { let #slot = #expr; #leave #slot });
+        *expr = parse_quote_spanned!(span=> #(#attrs)* { let #slot = #expr; #leave #slot });
     }
 }
 
@@ -357,6 +354,32 @@ impl VisitMut for Rewriter<'_> {
             }
         }
     }
+}
+
+/// `while C { .. }` as `loop { leave; if C { .. } else { break } }`: a `continue` hidden in a
+/// macro (`select!`) reaches the condition before the body's head, so the switch back goes
+/// before the condition, which stays as written. This is how rustc lowers `while` itself, so the
+/// condition's temporaries live and drop as they would: wrapping the condition (or a `let`'s
+/// scrutinee) in `{ leave; C }` instead dropped its tail temporaries before the body in edition
+/// 2024 (a lock guard from `queue.lock().pop()`), and matched a place (`while let Some(ref mut
+/// n) = opt`) as a copy of it in every edition.
+fn while_as_loop(l: &syn::ExprWhile, leave: &TokenStream) -> Expr {
+    let syn::ExprWhile {
+        label,
+        while_token,
+        cond,
+        body,
+        ..
+    } = l;
+    // On the `while` keyword, so the `if` follows the edition of the user's code. A body that
+    // ends in `continue` would make clippy call the generated `else` redundant.
+    parse_quote_spanned!(while_token.span=>
+        #label loop {
+            #leave
+            #[allow(clippy::redundant_else)]
+            if #cond #body else { break }
+        }
+    )
 }
 
 /// A region turned into a plain block, for a function that is already rejected.

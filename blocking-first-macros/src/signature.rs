@@ -5,7 +5,10 @@ use proc_macro2::{Ident, Span};
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
 use syn::visit_mut::{self, VisitMut};
-use syn::{FnArg, Lifetime, Signature, Type, TypeImplTrait, TypeReference, parse_quote_spanned};
+use syn::{
+    FnArg, GenericParam, Lifetime, ParenthesizedGenericArguments, Signature, TraitBound, Type,
+    TypeBareFn, TypeImplTrait, TypeReference, parse_quote_spanned,
+};
 
 /// All signature problems at once, each at the user's span.
 pub(crate) fn check(sig: &Signature) -> syn::Result<()> {
@@ -65,16 +68,21 @@ fn check_type(ty: &Type, errors: &mut Vec<syn::Error>) {
     }
 }
 
-/// Finds references and lifetimes other than `'static` in a type.
+/// Finds references and lifetimes other than `'static` in a type: the borrows an argument can
+/// hold. Not the parameters and results of function types (the `&str` of `fn(&str) -> usize` or
+/// `dyn Fn(&str) -> usize` is lent by each call, not held), nor lifetimes bound by `for<'a>`;
+/// what a closure type may hold still counts (`dyn Fn(&str) + '_`).
 #[derive(Default)]
 struct Borrows {
     found: Vec<proc_macro2::Span>,
+    /// Lifetimes bound by the enclosing `for<..>`s.
+    bound: Vec<Lifetime>,
 }
 
 impl<'ast> Visit<'ast> for Borrows {
     fn visit_type_reference(&mut self, reference: &'ast TypeReference) {
         match &reference.lifetime {
-            Some(lifetime) if lifetime.ident == "static" => {
+            Some(lifetime) if lifetime.ident == "static" || self.bound.contains(lifetime) => {
                 visit::visit_type(self, &reference.elem)
             }
             _ => self.found.push(reference.span()),
@@ -82,9 +90,29 @@ impl<'ast> Visit<'ast> for Borrows {
     }
 
     fn visit_lifetime(&mut self, lifetime: &'ast Lifetime) {
-        if lifetime.ident != "static" {
+        if lifetime.ident != "static" && !self.bound.contains(lifetime) {
             self.found.push(lifetime.span());
         }
+    }
+
+    // `fn(&str) -> &str`, `for<'a> fn(&'a str)`: its parameters and result.
+    fn visit_type_bare_fn(&mut self, _: &'ast TypeBareFn) {}
+
+    // `Fn(&str) -> usize`: the parameters and result of a closure trait.
+    fn visit_parenthesized_generic_arguments(&mut self, _: &'ast ParenthesizedGenericArguments) {}
+
+    // `for<'a> Trait<'a>`: `'a` is not a borrow of the caller's data.
+    fn visit_trait_bound(&mut self, bound: &'ast TraitBound) {
+        let outer = self.bound.len();
+        if let Some(lifetimes) = &bound.lifetimes {
+            self.bound
+                .extend(lifetimes.lifetimes.iter().filter_map(|param| match param {
+                    GenericParam::Lifetime(param) => Some(param.lifetime.clone()),
+                    _ => None,
+                }));
+        }
+        self.visit_path(&bound.path);
+        self.bound.truncate(outer);
     }
 }
 

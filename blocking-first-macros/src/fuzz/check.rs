@@ -32,6 +32,56 @@ impl<'ast> Visit<'ast> for LeftoverRegions {
     }
 }
 
+/// The conditions of `while` loops (and, with `ifs`, of `if`s) as written, at any depth.
+#[derive(Default)]
+pub(super) struct Conditions {
+    pub(super) ifs: bool,
+    pub(super) found: Vec<String>,
+}
+
+impl<'ast> Visit<'ast> for Conditions {
+    fn visit_expr_while(&mut self, expr: &'ast syn::ExprWhile) {
+        let cond = &expr.cond;
+        self.found.push(quote::quote!(#cond).to_string());
+        visit::visit_expr_while(self, expr);
+    }
+    fn visit_expr_if(&mut self, expr: &'ast syn::ExprIf) {
+        if self.ifs {
+            let cond = &expr.cond;
+            self.found.push(quote::quote!(#cond).to_string());
+        }
+        visit::visit_expr_if(self, expr);
+    }
+}
+
+/// The input's `while` conditions missing from the output's `while` and `if` conditions (a
+/// `while` around a region becomes `loop { .. if COND { .. } else { break } }`). The attribute
+/// must not wrap a condition or a `let`'s scrutinee: in edition 2024 a block drops its tail's
+/// temporaries (a lock guard) before the body, and in any edition a block turns a place into a
+/// copy (`while let Some(ref mut v) = slot`).
+pub(super) fn rewritten_conditions(input: &syn::ItemFn, output: &syn::File) -> Vec<String> {
+    let mut before = Conditions::default();
+    before.visit_item_fn(input);
+    let mut after = Conditions {
+        ifs: true,
+        ..Conditions::default()
+    };
+    after.visit_file(output);
+    before
+        .found
+        .into_iter()
+        .filter(
+            |cond| match after.found.iter().position(|kept| kept == cond) {
+                Some(index) => {
+                    after.found.swap_remove(index);
+                    false
+                }
+                None => true,
+            },
+        )
+        .collect()
+}
+
 /// What went wrong with one expansion.
 pub(super) type Failure = String;
 
@@ -117,6 +167,12 @@ pub(super) fn check(args: &TokenStream, item: &TokenStream, expect: Expect) -> R
                 }
                 if !text.contains("__private :: drive") {
                     return Err(format!("accepted input is not driven\noutput: {text}"));
+                }
+                let changed = rewritten_conditions(func, &file);
+                if !changed.is_empty() {
+                    return Err(format!(
+                        "`while` conditions not kept as written: {changed:?}\noutput: {text}"
+                    ));
                 }
                 let mut leftover = LeftoverRegions::default();
                 leftover.visit_file(&file);

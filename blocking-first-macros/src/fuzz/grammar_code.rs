@@ -22,14 +22,22 @@ impl Gen<'_> {
                 };
                 let body = self.block(inner);
                 self.labels.pop();
-                match self.rng.below(12) {
+                match self.rng.below(15) {
                     0 | 1 => format!("{label}: loop {body}"),
                     2 | 3 => format!("for i in 0..3 {body}"),
                     4 | 5 => format!("{label}: for (i, v) in items.iter().enumerate() {body}"),
                     6 | 7 => format!("while total < 10 {body}"),
                     8 | 9 => format!("{label}: while let Some(v) = it.next() {body}"),
                     10 => format!("loop {body}"),
-                    // An edition-2024 let chain in the condition.
+                    // A scrutinee whose temporary (a lock guard) lives through the body.
+                    11 => format!("while let Some(v) = queue.lock().unwrap().pop() {body}"),
+                    // A place: `ref mut` binds into it, not into a copy.
+                    12 => format!("{label}: while let Some(ref mut v) = slot {body}"),
+                    // Edition-2024 let chains in the condition.
+                    13 => format!(
+                        "{label}: while let Some(v) = it.next() && let Some(w) = v.checked_sub(1) \
+                         && w > 0 {body}"
+                    ),
                     _ => format!("while let Some(v) = it.next() && v > 1 {body}"),
                 }
             }

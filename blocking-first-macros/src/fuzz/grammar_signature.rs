@@ -114,7 +114,7 @@ impl Gen<'_> {
             });
         }
         for _ in 0..self.rng.below(4) {
-            inputs.push(match self.rng.below(20) {
+            inputs.push(match self.rng.below(24) {
                 0 => "x: u32",
                 1 => "name: String",
                 2 => "State(state): State<App>",
@@ -133,6 +133,14 @@ impl Gen<'_> {
                 11 => {
                     self.flag();
                     "b: Box<dyn Fn() + 'a>"
+                }
+                // References inside function types are not borrows the argument holds.
+                20 => "cb: fn(&str) -> usize",
+                21 => "cb: Box<dyn Fn(&str) -> usize + Send + Sync>",
+                22 => "cb: Arc<dyn for<'a> Fn(&'a str) -> &'a str + Send + Sync>",
+                23 if !self.tame => {
+                    self.flag();
+                    "cb: &dyn Fn(&str) -> usize"
                 }
                 12 | 13 => "#[allow(unused)] cfg: Config",
                 14 | 15 => "Query(q): Query<HashMap<String, String>>",

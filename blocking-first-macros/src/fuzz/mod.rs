@@ -4,8 +4,9 @@
 //! inserted tokens, changed delimiters, invisible groups, truncation) go through
 //! [`expand::blocking_first`]. Each expansion must return; when the input was a function, the
 //! output must parse as items; when the input was bad, the output must carry a `compile_error!`;
-//! when the generator knows the input is accepted, the output must carry none and every region
-//! must be rewritten.
+//! when the generator knows the input is accepted, the output must carry none, every region
+//! must be rewritten and every `while` condition kept as written (edition-2024 let chains and
+//! scrutinees with temporaries included).
 //!
 //! The default run is fixed and deterministic. Explore further with
 //! `BLOCKING_FIRST_FUZZ_SEED=<u64> BLOCKING_FIRST_FUZZ_CASES=<n> cargo test -p

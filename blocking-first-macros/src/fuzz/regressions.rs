@@ -77,6 +77,94 @@ pub(super) fn while_let_chain_around_a_region_does_not_panic() {
     syn::parse2::<syn::File>(output.parse().unwrap()).expect("output parses");
 }
 
+/// Bug 4: the safety net before a `while` condition wrapped the condition's first operand in a
+/// block, `while let Some(v) = { leave; queue.lock().unwrap().pop() }`. In edition 2024 a block
+/// drops its tail's temporaries at its end, so the guard was gone before the body (plain Rust
+/// keeps it through the body); in any edition `while let Some(ref mut v) = slot` matched a copy
+/// of `slot`. The condition now stays as written, after the switch back:
+/// `loop { leave; if COND { body } else { break } }`, which is how rustc lowers `while`.
+/// `ui/tests/editions/` runs such loops under both editions.
+#[test]
+pub(super) fn while_conditions_are_kept_as_written() {
+    for (cond, scrutinee) in [
+        (
+            "let Some(v) = queue.lock().unwrap().pop()",
+            "queue.lock().unwrap().pop()",
+        ),
+        ("let Some(ref mut v) = slot", "slot"),
+        (
+            "let Some(v) = it.next() && let Some(w) = v.checked_sub(1)",
+            "it.next()",
+        ),
+        ("total < 10 && more()", "total"),
+    ] {
+        let item =
+            format!("async fn f() {{ 'outer: while {cond} {{ io! {{ g().await }}; h(); }} }}");
+        let input: syn::ItemFn = syn::parse_str(&item).unwrap();
+        let output = expands("", &item);
+        let file: syn::File = syn::parse_str(&output).expect("output parses");
+        assert_eq!(
+            rewritten_conditions(&input, &file),
+            Vec::<String>::new(),
+            "{output}"
+        );
+        let wrapped = format!(
+            "leave_io () . await ; {}",
+            scrutinee.parse::<TokenStream>().unwrap()
+        );
+        assert!(
+            !output.contains(&wrapped),
+            "`{scrutinee}` wrapped: {output}"
+        );
+        let as_loop = format!(
+            "'outer : loop {{ # [allow (unreachable_code)] __bf . leave_io () . await ; \
+             # [allow (clippy :: redundant_else)] if {}",
+            cond.parse::<TokenStream>().unwrap()
+        );
+        assert!(output.contains(&as_loop), "no `{as_loop}` in {output}");
+    }
+}
+
+/// Bug 8: an owned argument whose type mentions references only inside a function type (a `fn`
+/// pointer, a boxed closure, a `for<'a>` bound) was rejected as borrowed.
+#[test]
+pub(super) fn references_inside_function_types_are_not_borrows() {
+    for arg in [
+        "cb: fn(&str) -> usize",
+        "cb: Box<dyn Fn(&str) -> usize + Send + Sync>",
+        "cb: std::sync::Arc<dyn Fn(&str) -> &str + Send + Sync>",
+        "cb: impl Fn(&str) -> usize",
+        "cb: for<'a> fn(&'a str) -> &'a str",
+        "cb: Box<dyn for<'a> Fn(&'a str) -> &'a str + Send>",
+        "p: Box<dyn for<'a> Parse<'a, &'a str> + Send>",
+        "cb: &'static (dyn Fn(&str) -> usize + Sync)",
+        "cbs: Vec<fn(&[u8]) -> Option<&u8>>",
+        "s: &'static str",
+    ] {
+        let output = expands("", &format!("async fn f({arg}) {{}}"));
+        assert!(
+            !output.contains("compile_error"),
+            "`{arg}` rejected: {output}"
+        );
+    }
+    // Each still one error, at the borrow the argument holds.
+    for arg in [
+        "s: &str",
+        "c: std::borrow::Cow<'_, str>",
+        "cb: &dyn Fn(&str) -> usize",
+        "cb: Box<dyn Fn(&str) -> usize + '_>",
+        "cb: Box<dyn for<'a> Fn(&'a str) + Send + 'a>",
+        "p: Box<dyn for<'a> Parse<'a, &'b str>>",
+    ] {
+        let output = expands("", &format!("async fn f({arg}) {{}}"));
+        assert_eq!(
+            output.matches("arguments must be owned").count(),
+            1,
+            "`{arg}`: {output}"
+        );
+    }
+}
+
 /// Attributes and the signature pass through; the one change is the bound a driven body needs,
 /// `Send + 'static`, added to each type parameter (and `impl Trait` argument).
 #[test]

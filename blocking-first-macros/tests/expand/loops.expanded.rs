@@ -20,29 +20,31 @@ async fn poll_jobs(queue: Queue) -> usize {
                     let __ret: usize = {
                         let mut done = 0;
                         {
-                            let __value = 'jobs: while let Some(job) = {
+                            let __value = 'jobs: loop {
                                 #[allow(unreachable_code)] __bf.leave_io().await;
-                                queue.next_blocking()
-                            } {
-                                #[allow(unreachable_code)] __bf.leave_io().await;
-                                {
-                                    __bf.enter_io().await;
-                                    if !job.remote_ok().await {
-                                        {
-                                            #[allow(unreachable_code)] __bf.leave_io().await;
-                                            continue 'jobs;
-                                        };
-                                    }
-                                    #[allow(unreachable_code)] __bf.leave_io().await;
-                                    if job.is_last() {
-                                        {
-                                            #[allow(unreachable_code)] __bf.leave_io().await;
-                                            break;
-                                        };
-                                    }
-                                };
-                                job.finish();
-                                done += 1;
+                                #[allow(clippy::redundant_else)]
+                                if let Some(job) = queue.next_blocking() {
+                                    {
+                                        __bf.enter_io().await;
+                                        if !job.remote_ok().await {
+                                            {
+                                                #[allow(unreachable_code)] __bf.leave_io().await;
+                                                continue 'jobs;
+                                            };
+                                        }
+                                        #[allow(unreachable_code)] __bf.leave_io().await;
+                                        if job.is_last() {
+                                            {
+                                                #[allow(unreachable_code)] __bf.leave_io().await;
+                                                break;
+                                            };
+                                        }
+                                    };
+                                    job.finish();
+                                    done += 1;
+                                } else {
+                                    break
+                                }
                             };
                             #[allow(unreachable_code)] __bf.leave_io().await;
                             __value
