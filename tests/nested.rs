@@ -239,3 +239,63 @@ fn an_annotated_helper_run_with_block_on_in_a_dispatched_branch_runs_under_the_b
     assert_eq!((stats.in_use, stats.waiting), (0, 0));
     assert!(stats.peak <= 2);
 }
+
+// Regression: a body cancelled mid-stretch is dropped on its loop, which still holds the slot;
+// its destructors did not count as blocking code of a body, so an annotated function one of them
+// ran with `Handle::block_on` hopped and waited for the slot its own thread held: with a limit
+// of 1 the drop never ended, and every later body of that limit waited forever.
+
+static CLEANUP: Limit = Limit::new("cleanup", 1);
+
+#[blocking_first(limit = CLEANUP)]
+async fn cleanup() -> u32 {
+    7
+}
+
+/// Runs `cleanup` to completion in its destructor.
+struct CleansUp(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for CleansUp {
+    fn drop(&mut self) {
+        let value = tokio::runtime::Handle::current().block_on(cleanup());
+        self.0.store(value, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[blocking_first(limit = CLEANUP)]
+async fn holds_a_cleanup(done: std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let _cleans_up = CleansUp(done);
+    thread::sleep(Duration::from_millis(100));
+    io! { tokio::task::yield_now().await };
+}
+
+#[test]
+fn a_destructor_of_a_cancelled_body_runs_an_annotated_function_under_the_loops_slot() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let runtime = multi_thread();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let cancelled = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(20), holds_a_cleanup(done.clone())).await
+        });
+        assert!(cancelled.is_err(), "the body was cancelled mid-stretch");
+        let after = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), cleanup()).await });
+        let _ = tx.send((after.ok(), done.load(std::sync::atomic::Ordering::SeqCst)));
+    });
+    let (after, done) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("hang: {:?}", CLEANUP.stats()));
+    assert_eq!(
+        after,
+        Some(7),
+        "the limit serves the next body: {:?}",
+        CLEANUP.stats()
+    );
+    assert_eq!(done, 7, "the destructor's call finished");
+    let stats = CLEANUP.stats();
+    assert_eq!((stats.in_use, stats.waiting), (0, 0));
+}

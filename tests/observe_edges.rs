@@ -83,6 +83,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Edges {
             }
         }
         capture::keep(captured);
+        if split && function.ends_with("::subscriber_panics_while_its_caller_unwinds") {
+            panic!("a subscriber that panics while the caller unwinds");
+        }
         if split && function.ends_with("::subscriber_panics") {
             panic!("a subscriber that panics on this body's split event");
         }
@@ -1942,4 +1945,36 @@ fn a_subscriber_that_panics_on_a_warning_from_a_loop_fails_the_call_without_stra
     assert_unlisted("warning_panics");
     let global = blocking_first::limit::global().stats();
     assert_eq!((global.in_use, global.waiting), (0, 0));
+}
+
+#[blocking_first]
+async fn subscriber_panics_while_its_caller_unwinds(wake: oneshot::Receiver<()>) {
+    wake.await.ok();
+}
+
+/// Regression: a subscriber that panics on the split event of a body dropped while its caller
+/// unwinds panicked inside a destructor during unwinding, and the process aborted. Now that
+/// panic is dropped; the caller's own panic goes on, and the body leaves the list.
+#[test]
+fn a_subscriber_that_panics_while_the_caller_unwinds_does_not_abort() {
+    let _g = shared();
+    let rt = multi_thread();
+    let (_wake, parked) = oneshot::channel::<()>();
+    let task = rt.spawn(async move {
+        tokio::select! {
+            biased;
+            _ = subscriber_panics_while_its_caller_unwinds(parked) => {}
+            _ = async {
+                caught_async("subscriber_panics_while_its_caller_unwinds", Kind::Parked).await;
+                panic!("the caller's own panic");
+            } => {}
+        }
+    });
+    let err = rt.block_on(task).unwrap_err();
+    assert_eq!(panic_message(&*err.into_panic()), "the caller's own panic");
+    assert_eq!(
+        splits("subscriber_panics_while_its_caller_unwinds").len(),
+        1
+    );
+    assert_unlisted("subscriber_panics_while_its_caller_unwinds");
 }

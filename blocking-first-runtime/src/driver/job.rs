@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 
 use super::{Boxed, Stretch, parked_or_io, run_stretch};
 use crate::exec::{self, Job};
-use crate::limit::Limit;
+use crate::limit::{self, InStretch, Limit};
 use crate::mode::Shared;
 use crate::observe::{self, Kind, detect};
 use crate::span::Span;
@@ -68,7 +68,7 @@ impl<T: Send + 'static> Job for BodyJob<T> {
                 // The driver is gone: the body ends here, on this blocking thread, and so does
                 // an observer's panic (nobody is left to see it).
                 drop_caught(observed);
-                drop_caught(body);
+                drop_as_blocking_code(body);
                 drop(counted);
                 drop(running);
                 let_go(&shared);
@@ -77,7 +77,7 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             (Some(Err(payload)), observed) => {
                 // The body's own panic is what its caller sees.
                 drop_caught(observed);
-                drop_caught(body);
+                drop_as_blocking_code(body);
                 Outcome::Panicked(payload)
             }
             // An observer panicked around a stretch that did not panic: the caller sees that
@@ -86,16 +86,29 @@ impl<T: Send + 'static> Job for BodyJob<T> {
                 if stretch.is_none() {
                     record.end();
                 }
-                drop_caught(stretch);
-                drop_caught(body);
+                drop_as_blocking_code((stretch, body));
                 Outcome::Panicked(payload)
             }
             (None, Ok(())) => unreachable!("the stretch's outcome is kept before observers run"),
         };
+        if shared.cancelled.load(Ordering::Acquire) {
+            // Nobody will take the outcome (the driver is gone, or drops what it finds in the
+            // handoff): dropped here, where the body's destructors see a body's context.
+            drop_as_blocking_code(outcome);
+            drop(counted);
+            drop(running);
+            let_go(&shared);
+            return;
+        }
         // The slot is free before the caller can see the outcome.
         drop(counted);
         drop(running);
-        handoff.complete(outcome);
+        if let Some(abandoned) = handoff.complete(outcome) {
+            // The driver was dropped in between. This loop still holds its own slot of the
+            // limit, so the outcome's destructors run as blocking code under it.
+            let _context = limit::enter_limit(limit);
+            drop_as_blocking_code(abandoned);
+        }
         let_go(&shared);
     }
 
@@ -125,12 +138,21 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         // Its split ends here, the time it waited for a loop counted.
         shared.record.end();
         drop_caught(body);
-        handoff.complete(Outcome::Panicked(Box::new(
+        // Given back if the driver is gone: dropped here.
+        drop_caught(handoff.complete(Outcome::Panicked(Box::new(
             "blocking-first: the tokio runtime shut down before this body could run its \
              blocking code; the body was dropped without finishing",
-        )));
+        ))));
         let_go(&shared);
     }
+}
+
+/// Drops what a body left on a loop (the body itself, its value, its panic) as blocking code of
+/// a body: an annotated function that a destructor awaits with `Handle::block_on` runs right
+/// here, under the loop's slot, instead of waiting for a slot this thread holds. Never unwinds.
+fn drop_as_blocking_code<V>(value: V) {
+    let _marked = InStretch::enter();
+    drop_caught(value);
 }
 
 /// After a loop is done with a body (its outcome handed off, if any): a driver dropped while the
@@ -175,7 +197,9 @@ impl<T> Handoff<T> {
         Handoff(std::sync::Mutex::new(HandoffState::Empty(None)))
     }
 
-    fn complete(&self, outcome: Outcome<T>) {
+    /// Leaves `outcome` for the driver; gives it back if the driver was dropped (abandoned the
+    /// handoff), for the caller to drop.
+    fn complete(&self, outcome: Outcome<T>) -> Option<Outcome<T>> {
         let mut state = lock(&self.0);
         match mem::replace(&mut *state, HandoffState::Abandoned) {
             HandoffState::Empty(waker) => {
@@ -184,11 +208,9 @@ impl<T> Handoff<T> {
                 if let Some(waker) = waker {
                     waker.wake();
                 }
+                None
             }
-            HandoffState::Abandoned => {
-                drop(state);
-                drop_caught(outcome);
-            }
+            HandoffState::Abandoned => Some(outcome),
             HandoffState::Ready(_) => unreachable!("one outcome per stretch"),
         }
     }

@@ -346,7 +346,14 @@ impl<T: Send + 'static> Drop for Drive<T> {
             }
         }
         if let Some((outcome, now)) = report {
-            observe::report(&self.shared.record, outcome, &self.span, now);
+            let report = || observe::report(&self.shared.record, outcome, &self.span, now);
+            if std::thread::panicking() {
+                // Dropped while its caller unwinds: a subscriber that panicked here would abort
+                // the process. Its panic is dropped instead (the caller's own is on its way).
+                drop_caught(panic::catch_unwind(panic::AssertUnwindSafe(report)));
+            } else {
+                report();
+            }
         }
     }
 }
