@@ -561,3 +561,42 @@ fn a_region_statement_discards_its_value() {
         assert_eq!(region_statements_with_values(calls).await, Ok(2));
     });
 }
+
+#[blocking_first]
+async fn final_expression_of_a_region_in_the_middle() -> bool {
+    let on_worker = io! {
+        suspend().await;
+        is_worker()
+    };
+    on_worker
+}
+
+#[blocking_first]
+async fn final_expression_of_a_tail_region() -> bool {
+    io! {
+        suspend().await;
+        is_worker()
+    }
+}
+
+#[blocking_first]
+async fn final_expression_of_a_returned_region(early: bool) -> bool {
+    if early {
+        return io! {
+            suspend().await;
+            is_worker()
+        };
+    }
+    false
+}
+
+/// Pins what README's "What does not hold" says: a region's final expression without `.await`
+/// runs as blocking code, except in a region that ends the body, which has no way back.
+#[test]
+fn a_region_that_ends_the_body_runs_its_final_expression_on_the_runtime() {
+    on_both_flavors(|| async {
+        assert!(!final_expression_of_a_region_in_the_middle().await);
+        assert!(final_expression_of_a_tail_region().await);
+        assert!(final_expression_of_a_returned_region(true).await);
+    });
+}

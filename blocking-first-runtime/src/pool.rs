@@ -318,10 +318,12 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 ///
 /// For the same reason a `Conn` cannot move into, or be borrowed by, a `parallel!` branch that
 /// may run on another thread, which is every branch but the last: take one in each branch that
-/// needs one. The last branch runs on the caller's thread and may use the caller's connection.
-/// Every branch runs under a slot (its own, or the caller's when it runs inline on the caller's
-/// thread), so with at most one connection per slot (the last branch sharing the caller's), a
-/// connection is free for each.
+/// needs one, and hold none across the `parallel!`. (The last branch runs on the caller's thread,
+/// so it compiles to use the caller's connection; but a branch that finds no free slot runs
+/// inline under the caller's slot, and its connection is then a second one for that slot.) Every
+/// branch runs under a slot (its own, or the caller's when it runs inline on the caller's
+/// thread), so while each holds at most one connection and the caller holds none, a connection
+/// is free for each.
 pub struct Conn<M: ManageConnection> {
     inner: r2d2::PooledConnection<M>,
     /// Keeps the pool, and so the limit's capacity, fixed while the connection is out.

@@ -1,5 +1,6 @@
-// The last `parallel!` branch runs on the caller's thread, so it may use the caller's pooled
-// connection; the other branches take their own.
+// The last `parallel!` branch runs on the caller's thread, so it compiles to use the caller's
+// pooled connection (the docs advise against it: a branch that finds no free slot runs inline
+// under the caller's slot and needs a second connection for it).
 use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
 use blocking_first::pool::Pool;
