@@ -414,3 +414,64 @@ async fn a_connection_taken_under_another_limit_warns_once_naming_the_limit_to_u
         "{message}"
     );
 }
+
+static TWO_CONNS: Limit = Limit::new("two-conns", 2);
+
+#[blocking_first(limit = TWO_CONNS)]
+async fn one_connection_at_a_time(db: Pool<SqliteConnectionManager>) -> i64 {
+    let first: i64 = db
+        .get()
+        .unwrap()
+        .query_row("select 1", [], |row| row.get(0))
+        .unwrap();
+    let second: i64 = db
+        .get()
+        .unwrap()
+        .query_row("select 2", [], |row| row.get(0))
+        .unwrap();
+    first + second
+}
+
+#[blocking_first(limit = TWO_CONNS)]
+async fn holds_one_while_taking_another(db: Pool<SqliteConnectionManager>) -> i64 {
+    let held = db.get().unwrap();
+    let second: i64 = db
+        .get()
+        .unwrap()
+        .query_row("select 2", [], |row| row.get(0))
+        .unwrap();
+    let first: i64 = held.query_row("select 1", [], |row| row.get(0)).unwrap();
+    first + second
+}
+
+/// A connection held while the same slot takes a second one (two in one body, or one held across
+/// `parallel!` while a branch that found no free slot runs inline under the caller's slot) can
+/// run a pool sized by the cap dry: the pool says so once, naming its limit. One connection at a
+/// time says nothing, nor do two on a plain thread (start-up work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_under_one_slot_warns_once_naming_the_limit() {
+    install_subscriber();
+    let db =
+        tokio::task::spawn_blocking(|| Pool::new(&TWO_CONNS, SqliteConnectionManager::memory()))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(one_connection_at_a_time(db.clone()).await, 3);
+    tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || {
+            let (_a, _b) = (db.get().unwrap(), db.get().unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    assert!(warnings_for("two-conns").is_empty());
+    assert_eq!(holds_one_while_taking_another(db.clone()).await, 3);
+    assert_eq!(holds_one_while_taking_another(db.clone()).await, 3);
+    let warnings = warnings_for("two-conns");
+    assert_eq!(warnings.len(), 1, "once per pool: {warnings:?}");
+    assert!(
+        warnings[0].fields["message"].contains("already holds one, under one slot"),
+        "{warnings:?}"
+    );
+}

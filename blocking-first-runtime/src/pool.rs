@@ -120,6 +120,9 @@ struct Shared<M: ManageConnection> {
     /// Whether the warning about a body under another limit was logged.
     #[cfg(feature = "tracing")]
     warned: AtomicBool,
+    /// Whether the warning about a second connection under one slot was logged.
+    #[cfg(feature = "tracing")]
+    warned_second: AtomicBool,
 }
 
 impl<M: ManageConnection> Pool<M> {
@@ -168,6 +171,8 @@ impl<M: ManageConnection> Pool<M> {
                 sizing,
                 #[cfg(feature = "tracing")]
                 warned: AtomicBool::new(false),
+                #[cfg(feature = "tracing")]
+                warned_second: AtomicBool::new(false),
             }),
         })
     }
@@ -184,12 +189,20 @@ impl<M: ManageConnection> Pool<M> {
     pub fn get(&self) -> Result<Conn<M>, r2d2::Error> {
         #[cfg(feature = "tracing")]
         self.warn_if_under_another_limit();
+        #[cfg(feature = "tracing")]
+        self.warn_if_second_under_one_slot();
         let inner = self.shared.r2d2.get()?;
         Ok(Conn {
             inner,
+            _held: Held::take(self.key()),
             pool: self.clone(),
             _stays: PhantomData,
         })
+    }
+
+    /// Identifies this pool (and its clones) among the connections a thread holds.
+    fn key(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
     }
 
     /// The limit this pool is sized by.
@@ -231,6 +244,67 @@ impl<M: ManageConnection> Pool<M> {
             body_limit.name(),
             pool_limit.name(),
         );
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl<M: ManageConnection> Pool<M> {
+    /// A second connection of this pool on a thread that holds one already, under a slot of the
+    /// pool's limit: one slot then needs two connections, and a pool with one per slot runs dry
+    /// for the other slots (a connection held across `parallel!` while a branch runs inline and
+    /// takes its own; two taken in one body). Say so, once, before the wait that may follow.
+    fn warn_if_second_under_one_slot(&self) {
+        let pool_limit = self.limit();
+        let under_its_slot = crate::limit::current().is_some_and(|l| std::ptr::eq(l, pool_limit));
+        if !under_its_slot || !Held::holds(self.key()) {
+            return;
+        }
+        if self.shared.warned_second.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            target: "blocking_first::pool",
+            pool_limit = pool_limit.name(),
+            "a second connection of the pool sized by limit `{}` was taken on a thread that \
+             already holds one, under one slot of that limit: the pool has one connection per \
+             slot, so the other slots may wait for a connection until r2d2's timeout. Give the \
+             first connection back before taking another (end its scope), and hold none across \
+             `parallel!` (logged once per pool)",
+            pool_limit.name(),
+        );
+    }
+}
+
+thread_local! {
+    /// The pools of the connections this thread holds, one entry per [`Conn`] (a `Conn` never
+    /// leaves its thread).
+    static HELD: std::cell::RefCell<Vec<*const ()>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One connection of a pool, counted as held by this thread while it lives.
+struct Held(*const ());
+
+impl Held {
+    fn take(pool: *const ()) -> Held {
+        HELD.with_borrow_mut(|held| held.push(pool));
+        Held(pool)
+    }
+
+    #[cfg(feature = "tracing")]
+    fn holds(pool: *const ()) -> bool {
+        HELD.with_borrow(|held| held.contains(&pool))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // `try_`: a `Conn` dropped while the thread's locals are torn down finds none.
+        let _ = HELD.try_with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(at) = held.iter().position(|pool| *pool == self.0) {
+                held.swap_remove(at);
+            }
+        });
     }
 }
 
@@ -326,6 +400,8 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// is free for each.
 pub struct Conn<M: ManageConnection> {
     inner: r2d2::PooledConnection<M>,
+    /// Counts the connection as held by this thread (for the warning about a second one).
+    _held: Held,
     /// Keeps the pool, and so the limit's capacity, fixed while the connection is out.
     pool: Pool<M>,
     /// Makes the connection neither `Send` nor `Sync`, at no cost. When a body holds a `Conn`
