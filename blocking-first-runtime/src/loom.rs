@@ -6,9 +6,12 @@
 //!     cargo test -p blocking-first-runtime --release --lib --target-dir target/loom -- loom
 //! ```
 //!
-//! tokio's blocking pool and semaphore do not run under loom, so the models drive the protocol
-//! units directly: `Shared` (wake/park), `run_stretch` (the hop loop), the ticket and count of
-//! `parallel`, and `parallel::scope` itself, whose pool is loom threads.
+//! tokio's blocking pool does not run under loom, so the models drive the protocol units
+//! directly: `Shared` (wake/park), `run_stretch` (the hop loop), the ticket and count of
+//! `parallel`, and `parallel::scope` itself, whose pool is loom threads. The run queue's models
+//! (submit, idle claim, linger, retire, kicks, withdraw) are beside it, in `exec/loom.rs`, where
+//! loops are loom threads (`exec/runtimes_loom.rs`) and a limit's slots stay tokio's semaphore,
+//! one indivisible step each (`sync.rs`).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -192,7 +195,7 @@ fn loom_settle_waits_for_every_added_branch() {
 fn loom_scope_waits_for_a_branch_spawned_by_a_branch() {
     loom::model(|| {
         let late_done = AtomicBool::new(false);
-        let data = vec![1, 2, 3];
+        let data = [1, 2, 3];
         parallel::scope(|s| {
             s.spawn(|| {
                 s.spawn(|| {

@@ -2,45 +2,44 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::thread;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
 
 use super::runtimes::{self, RuntimeLife};
-use super::{
-    CLAIMED, IDLE, Idle, Job, LINGER, LOOK, PENDING_STARTS, QUICK_AWAIT, RETIRED, SPIN, kick,
-};
+use super::{CLAIMED, IDLE, Idle, Job, PENDING_STARTS, QUICK_AWAIT, RETIRED, kick};
 use crate::limit::{self, Limit};
+use crate::sync::{AtomicBool, AtomicU8, Ordering, thread};
 
 /// Starts a loop (its slot already taken and counted) on `handle`'s blocking pool. Returns
 /// `false`, with the slot given back, if that pool is shutting down.
 pub(super) fn start_loop(limit: &'static Limit, handle: &Handle) -> bool {
     let life = runtimes::life_of(handle);
-    let failed = Arc::new(AtomicBool::new(false));
+    let settled = Arc::new(AtomicBool::new(false));
     let mut starting = Starting {
         limit,
         life: Some(life),
-        failed: failed.clone(),
+        settled: settled.clone(),
     };
     PENDING_STARTS.fetch_add(1, Ordering::AcqRel);
-    // A pool shutting down drops the closure right here, unrun: `Starting` reports it.
-    drop(handle.spawn_blocking(move || {
+    // A pool shutting down drops the closure unrun, right here or later: `Starting` reports it.
+    runtimes::spawn_blocking(handle, move || {
         let life = starting.life.take().expect("taken once");
         PENDING_STARTS.fetch_sub(1, Ordering::AcqRel);
         run_loop(limit, life);
-    }));
-    !failed.load(Ordering::Acquire)
+    });
+    // Already set: dropped unstarted right here, and the caller finds the queued jobs a loop.
+    !settled.swap(true, Ordering::AcqRel)
 }
 
 /// A loop's slot and count while it has not started: given back if the runtime drops the loop
-/// unstarted (it is shutting down).
+/// unstarted (it is shutting down), and the queued jobs found another loop.
 struct Starting {
     limit: &'static Limit,
     life: Option<Arc<RuntimeLife>>,
-    /// Set when dropped unstarted.
-    failed: Arc<AtomicBool>,
+    /// Set by the first of `start_loop` returning and the loop dropped unstarted (swapped on
+    /// both sides): the second one finds the queued jobs another loop.
+    settled: Arc<AtomicBool>,
 }
 
 impl Drop for Starting {
@@ -49,14 +48,22 @@ impl Drop for Starting {
             return;
         }
         PENDING_STARTS.fetch_sub(1, Ordering::AcqRel);
-        let mut queue = self.limit.exec.lock();
+        let limit = self.limit;
+        let mut queue = limit.exec.lock();
         queue.loops -= 1;
-        self.limit.give_back_loop_slot();
+        limit.give_back_loop_slot();
+        // Dropped right in `start_loop` (a pool shut down already), its caller kicks when it
+        // returns `false`. Dropped after it returned (a pool that queued the loop for a thread,
+        // then shut down), nobody else would: the queued jobs, maybe a live runtime's, would wait
+        // with the slot free and no loop until the next submit.
+        let then = self
+            .settled
+            .swap(true, Ordering::AcqRel)
+            .then(|| kick(limit, &mut queue));
         drop(queue);
-        // Whoever started it sees this flag and finds another loop for the queued jobs, if
-        // `start_loop` has not returned yet; if it has (the runtime dropped the queued loop at
-        // shutdown), the flag is read by nobody and the next submit or slot given back kicks.
-        self.failed.store(true, Ordering::Release);
+        if let Some(then) = then {
+            then.run(limit, None);
+        }
     }
 }
 
@@ -136,7 +143,12 @@ impl Drop for Ending {
 
 /// Waits until the loop is claimed or retired, its runtime shuts down, [`LINGER`] passes, or
 /// loop starts keep waiting for a blocking thread (the pool is short: give this one back).
+///
+/// [`LINGER`]: super::LINGER
+#[cfg(not(blocking_first_loom))]
 fn wait_idle(idle: &Idle, dead: &AtomicBool, spin: bool) {
+    use super::{LINGER, LOOK, SPIN};
+
     let waiting = || idle.state.load(Ordering::Acquire) == IDLE && !dead.load(Ordering::Acquire);
     let start = Instant::now();
     if spin {
@@ -158,6 +170,17 @@ fn wait_idle(idle: &Idle, dead: &AtomicBool, spin: bool) {
             return;
         }
         starts_waited = starts_wait;
+    }
+}
+
+/// Under loom (no clock, no timed park: see `sync::thread`), the wait is one look, a yield to
+/// the other threads, and the end of the linger. The loop then decides under the queue's lock
+/// whether it was claimed or retired meanwhile, or leaves the idle list and ends, and loom
+/// explores every order of those decisions against the submitters and `retire_idle`.
+#[cfg(blocking_first_loom)]
+fn wait_idle(idle: &Idle, dead: &AtomicBool, _spin: bool) {
+    if idle.state.load(Ordering::Acquire) == IDLE && !dead.load(Ordering::Acquire) {
+        thread::yield_now();
     }
 }
 

@@ -22,30 +22,42 @@
 //! a submitter either finds a loop (idle, or one that will pop the job) or a free slot.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
 use crate::limit::Limit;
+use crate::sync::thread::Thread;
+use crate::sync::{self, AtomicU8, Mutex, MutexGuard, Ordering};
 use crate::watchdog;
 
+#[cfg(all(test, blocking_first_loom))]
+mod loom;
 mod looping;
+#[cfg(not(blocking_first_loom))]
 mod runtimes;
+#[cfg(blocking_first_loom)]
+mod runtimes_loom;
+#[cfg(blocking_first_loom)]
+use runtimes_loom as runtimes;
 
 use looping::start_loop;
 pub(crate) use looping::{Running, wait_in_place};
 
 /// How long an idle loop waits for work before it ends and gives its slot back (and its thread
 /// back to tokio's blocking pool, where other limits and `spawn_blocking` may need it).
+///
+/// (Unused under loom, as are `LOOK` and `SPIN`: loom has no clock, see `looping::wait_idle`.)
+#[cfg_attr(blocking_first_loom, allow(dead_code))]
 pub(crate) const LINGER: Duration = Duration::from_millis(10);
 /// How often a parked idle loop looks whether a loop start waits for a blocking thread: if one
 /// does at two looks in a row, the pool is short of threads and the idle loop ends at once.
+#[cfg_attr(blocking_first_loom, allow(dead_code))]
 const LOOK: Duration = Duration::from_millis(1);
 /// How long one idle loop per limit spins (yielding) before it parks: a job pushed meanwhile
 /// costs no thread wake.
+#[cfg_attr(blocking_first_loom, allow(dead_code))]
 const SPIN: Duration = Duration::from_micros(50);
 /// How long a loop with nothing else queued waits, in place, for a body pending on a plain
 /// `.await` to be woken: a quick await then costs no hop.
@@ -69,8 +81,9 @@ pub(crate) trait Job: Send {
     fn abandon(self: Box<Self>);
 }
 
-/// Loop starts waiting for a thread of tokio's blocking pool, in the whole process.
-static PENDING_STARTS: AtomicUsize = AtomicUsize::new(0);
+/// Loop starts waiting for a thread of tokio's blocking pool, in the whole process: a hint for
+/// idle loops, and a `static`, so std's even under loom (which reads it nowhere).
+static PENDING_STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Identifies a queued job, whatever its kind.
 fn entry_key(job: &dyn Job) -> *const () {
@@ -79,7 +92,12 @@ fn entry_key(job: &dyn Job) -> *const () {
 
 /// A limit's run queue and loop bookkeeping (a field of [`Limit`]).
 pub(crate) struct Exec {
+    #[cfg(not(blocking_first_loom))]
     queue: Mutex<Queue>,
+    /// Under loom, built at first use: limits are `static`s, and a loom mutex belongs to one
+    /// execution (a model makes a fresh limit in each).
+    #[cfg(blocking_first_loom)]
+    queue: std::sync::OnceLock<Mutex<Queue>>,
 }
 
 struct Queue {
@@ -116,18 +134,19 @@ const RETIRED: u8 = 2;
 impl Exec {
     pub(crate) const fn new() -> Exec {
         Exec {
-            queue: Mutex::new(Queue {
-                started: VecDeque::new(),
-                fresh: VecDeque::new(),
-                idle: Vec::new(),
-                spinning: false,
-                loops: 0,
-            }),
+            #[cfg(not(blocking_first_loom))]
+            queue: Mutex::new(Queue::new()),
+            #[cfg(blocking_first_loom)]
+            queue: std::sync::OnceLock::new(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        #[cfg(blocking_first_loom)]
+        let queue = self.queue.get_or_init(|| Mutex::new(Queue::new()));
+        #[cfg(not(blocking_first_loom))]
+        let queue = &self.queue;
+        sync::lock(queue)
     }
 
     /// Loops alive now.
@@ -137,6 +156,16 @@ impl Exec {
 }
 
 impl Queue {
+    const fn new() -> Queue {
+        Queue {
+            started: VecDeque::new(),
+            fresh: VecDeque::new(),
+            idle: Vec::new(),
+            spinning: false,
+            loops: 0,
+        }
+    }
+
     fn pop(&mut self) -> Option<Entry> {
         self.started.pop_front().or_else(|| self.fresh.pop_front())
     }

@@ -9,15 +9,19 @@
 //! One per runtime, not one per loop: a runtime that nobody drives (a current-thread runtime
 //! used only through `Handle::block_on` from plain threads) never polls its tasks, so a task per
 //! loop start would pile up for the runtime's whole life.
+//!
+//! Not built under loom (the sentinel's protocol is tokio's, not ours): `runtimes_loom.rs` stands
+//! in for it there.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::thread::{self, Thread};
 
 use tokio::runtime::{Handle, Id};
+
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicBool, Mutex, Ordering, lock};
 
 /// One runtime, as its loops see it.
 #[derive(Default)]
@@ -31,8 +35,10 @@ pub(super) struct RuntimeLife {
 /// The runtimes with loops started on them and still alive.
 static RUNTIMES: Mutex<Vec<(Id, Arc<RuntimeLife>)>> = Mutex::new(Vec::new());
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// Runs `task` on `handle`'s blocking pool; a pool shutting down drops it unrun, right here or
+/// (if it was queued for a thread) later, on one of the pool's threads.
+pub(super) fn spawn_blocking(handle: &Handle, task: impl FnOnce() + Send + 'static) {
+    drop(handle.spawn_blocking(task));
 }
 
 /// The life of `handle`'s runtime; spawns its sentinel the first time.
