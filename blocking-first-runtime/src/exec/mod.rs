@@ -85,11 +85,6 @@ pub(crate) trait Job: Send {
 /// idle loops, and a `static`, so std's even under loom (which reads it nowhere).
 static PENDING_STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Identifies a queued job, whatever its kind.
-fn entry_key(job: &dyn Job) -> *const () {
-    (job as *const dyn Job).cast()
-}
-
 /// A limit's run queue and loop bookkeeping (a field of [`Limit`]).
 pub(crate) struct Exec {
     #[cfg(not(blocking_first_loom))]
@@ -111,10 +106,15 @@ struct Queue {
     spinning: bool,
     /// Loops alive (each holds one slot), including those starting up.
     loops: usize,
+    /// The next entry's `seq`.
+    next_seq: u64,
 }
 
 struct Entry {
     job: Box<dyn Job>,
+    /// Identifies the entry while queued (not its job's address: a job that ran and was freed
+    /// meanwhile may have left its address to a new one).
+    seq: u64,
     /// Counted in the limit's `returning` (a started body that had to wait): the detector's cue.
     returning: bool,
 }
@@ -163,6 +163,7 @@ impl Queue {
             idle: Vec::new(),
             spinning: false,
             loops: 0,
+            next_seq: 0,
         }
     }
 
@@ -190,31 +191,31 @@ pub(crate) enum Priority {
 /// What a submitter does after letting go of the lock.
 enum Then {
     Unpark(Arc<Idle>),
-    /// Start a loop (slot taken, counted) on the runtime of the queued job with this key.
-    Start(Handle, *const ()),
+    /// Start a loop (slot taken, counted) on the runtime of the queued entry with this `seq`.
+    Start(Handle, u64),
     Nothing,
 }
 
 impl Then {
-    /// Returns the job with key `own`, taken back out of the queue, if a loop could not be
+    /// Returns the job of entry `own`, taken back out of the queue, if a loop could not be
     /// started for it (its runtime is shutting down); other such jobs are abandoned.
-    fn run(self, limit: &'static Limit, own: Option<*const ()>) -> Option<Box<dyn Job>> {
+    fn run(self, limit: &'static Limit, own: Option<u64>) -> Option<Box<dyn Job>> {
         let mut then = self;
         let mut returned = None;
         loop {
             match then {
                 Then::Unpark(idle) => idle.thread.unpark(),
-                Then::Start(handle, key) => {
+                Then::Start(handle, seq) => {
                     if start_loop(limit, &handle) {
                         return returned;
                     }
                     // Its runtime's blocking pool is shutting down: the job cannot run there.
                     let mut queue = limit.exec.lock();
-                    let failed = take_entry(limit, &mut queue, |job| entry_key(job) == key);
+                    let failed = take_entry(limit, &mut queue, |entry| entry.seq == seq);
                     then = kick(limit, &mut queue);
                     drop(queue);
                     match failed {
-                        Some(job) if Some(key) == own => returned = Some(job),
+                        Some(job) if Some(seq) == own => returned = Some(job),
                         Some(job) => job.abandon(),
                         None => {}
                     }
@@ -231,11 +232,11 @@ impl Then {
 fn take_entry(
     limit: &Limit,
     queue: &mut Queue,
-    matches: impl Fn(&dyn Job) -> bool,
+    matches: impl Fn(&Entry) -> bool,
 ) -> Option<Box<dyn Job>> {
     let Queue { started, fresh, .. } = queue;
     let found = [started, fresh].into_iter().find_map(|list| {
-        let at = list.iter().position(|entry| matches(&*entry.job))?;
+        let at = list.iter().position(&matches)?;
         list.remove(at)
     })?;
     limit.queued_changed(-1, found.returning);
@@ -252,13 +253,14 @@ pub(crate) fn submit(
 ) -> Result<(), Box<dyn Job>> {
     let exec = &limit.exec;
     let mut queue = exec.lock();
-    let key = entry_key(&*job);
+    let seq = queue.next_seq;
+    queue.next_seq += 1;
     let then = if let Some(idle) = queue.idle.pop() {
         idle.state.store(CLAIMED, Ordering::Release);
         Then::Unpark(idle)
     } else if limit.take_loop_slot() {
         queue.loops += 1;
-        Then::Start(job.handle().clone(), key)
+        Then::Start(job.handle().clone(), seq)
     } else if only_if_served {
         return Err(job);
     } else {
@@ -268,7 +270,11 @@ pub(crate) fn submit(
         && priority == Priority::Started
         && limit.capacity().is_some();
     job.queued(matches!(then, Then::Nothing));
-    let entry = Entry { job, returning };
+    let entry = Entry {
+        job,
+        seq,
+        returning,
+    };
     match priority {
         Priority::Fresh => queue.fresh.push_back(entry),
         Priority::Started => queue.started.push_back(entry),
@@ -279,7 +285,7 @@ pub(crate) fn submit(
     if returning {
         watchdog::watch(limit);
     }
-    match then.run(limit, Some(key)) {
+    match then.run(limit, Some(seq)) {
         Some(job) if only_if_served => Err(job),
         Some(job) => {
             job.abandon();
@@ -292,7 +298,7 @@ pub(crate) fn submit(
 /// Takes a body's job back out of the queue if no loop has taken it yet.
 pub(crate) fn withdraw(limit: &'static Limit, key: *const ()) -> Option<Box<dyn Job>> {
     let mut queue = limit.exec.lock();
-    let found = take_entry(limit, &mut queue, |job| job.key() == key)?;
+    let found = take_entry(limit, &mut queue, |entry| entry.job.key() == key)?;
     // Jobs behind it may be waiting for a loop that a failed start never gave them.
     let then = kick(limit, &mut queue);
     drop(queue);
@@ -321,7 +327,7 @@ fn kick(limit: &'static Limit, queue: &mut Queue) -> Then {
     }
     if limit.take_loop_slot() {
         queue.loops += 1;
-        return Then::Start(front.job.handle().clone(), entry_key(&*front.job));
+        return Then::Start(front.job.handle().clone(), front.seq);
     }
     Then::Nothing
 }
