@@ -177,6 +177,85 @@ impl<M: ManageConnection> Pool<M> {
         })
     }
 
+    /// [`Pool::new`] from async code (`async fn main`): opens the connections on tokio's
+    /// blocking pool, so no runtime worker blocks meanwhile.
+    ///
+    /// ```
+    /// use blocking_first::limit::Limit;
+    /// use blocking_first::pool::Pool;
+    /// use r2d2_sqlite::SqliteConnectionManager;
+    ///
+    /// static DB: Limit = Limit::new("db", 4);
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), blocking_first::pool::BuildError> {
+    ///     let db = Pool::build(&DB, SqliteConnectionManager::memory()).await?;
+    ///     assert_eq!(db.max_size(), 4);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::new`].
+    ///
+    /// # Panics
+    /// If building the pool panicked (the panic is re-raised), or if the runtime shut down
+    /// before it could run.
+    pub async fn build(limit: &'static Limit, manager: M) -> Result<Pool<M>, BuildError>
+    where
+        M: Send + 'static,
+    {
+        match tokio::task::spawn_blocking(move || Pool::new(limit, manager)).await {
+            Ok(built) => built,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => panic!(
+                "blocking-first: the tokio runtime shut down while the pool sized by limit `{}` \
+                 was being built",
+                limit.name()
+            ),
+        }
+    }
+
+    /// Runs `f` with a connection and gives the connection back as soon as `f` returns.
+    ///
+    /// The closure is the connection's scope, so it cannot be held across `io!` or `.await` by
+    /// mistake, and there is nothing to `drop`. `f` gets the driver's own connection type
+    /// (`&mut rusqlite::Connection`, `&mut diesel::SqliteConnection`, ...), which every API of
+    /// the driver takes as it is. The outer `Result` is the pool's (no connection in time), the
+    /// value is `f`'s, so `?` twice reads naturally:
+    ///
+    /// ```
+    /// # use blocking_first::{blocking_first, limit::Limit, pool::Pool};
+    /// # use r2d2_sqlite::SqliteConnectionManager;
+    /// # static DB: Limit = Limit::new("db", 2);
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Pool(r2d2::Error),
+    ///     Db(rusqlite::Error),
+    /// }
+    /// # impl From<r2d2::Error> for AppError { fn from(e: r2d2::Error) -> Self { AppError::Pool(e) } }
+    /// # impl From<rusqlite::Error> for AppError { fn from(e: rusqlite::Error) -> Self { AppError::Db(e) } }
+    ///
+    /// #[blocking_first(limit = DB)]
+    /// async fn answer(db: Pool<SqliteConnectionManager>) -> Result<i64, AppError> {
+    ///     let answer = db.with(|conn| conn.query_row("select 6 * 7", [], |row| row.get(0)))??;
+    ///     // No connection is held here: the region below compiles.
+    ///     io! { tokio::task::yield_now().await };
+    ///     Ok(answer)
+    /// }
+    /// # #[tokio::main] async fn main() -> Result<(), AppError> {
+    /// # let db = Pool::build(&DB, SqliteConnectionManager::memory()).await.unwrap();
+    /// # assert_eq!(answer(db).await?, 42);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// r2d2's error, when no connection came free in time (as [`Pool::get`]).
+    pub fn with<T>(&self, f: impl FnOnce(&mut M::Connection) -> T) -> Result<T, r2d2::Error> {
+        let mut conn = self.get()?;
+        Ok(f(&mut conn))
+    }
+
     /// Takes a connection, waiting for one to come free for at most r2d2's
     /// `connection_timeout`.
     ///
@@ -352,7 +431,7 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// ```
 ///
 /// Give it back before the region by ending its scope, and take a new one after. Use it in one
-/// statement, or in a block that ends before the region:
+/// statement, in a block that ends before the region, or in a closure with [`Pool::with`]:
 ///
 /// ```
 /// # use blocking_first::blocking_first;
@@ -371,7 +450,7 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 ///         conn.execute("update notes set seen = seen + 1 where id = ?1", [id])?;
 ///     }
 ///     tokio::task::yield_now().await;
-///     db.get()?.execute("update notes set touched = touched + 1 where id = ?1", [id])?;
+///     db.with(|conn| conn.execute("update notes set touched = touched + 1 where id = ?1", [id]))??;
 ///     Ok(())
 /// }
 /// # #[tokio::main] async fn main() -> Result<(), Error> {
@@ -385,10 +464,29 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// # Ok(()) }
 /// ```
 ///
-/// A `drop(conn)` before the region is not always enough: once the connection has been used
-/// through a reference (any method call), rustc still counts it as held across the next await
-/// point of the same scope ([rust-lang/rust#116680](https://github.com/rust-lang/rust/issues/116680)).
-/// Ending its scope always is.
+/// A `drop(conn)` before the region is not enough once the connection has been used through a
+/// reference (any method call): rustc still counts it as held across the next await point of
+/// the same scope ([rust-lang/rust#116680](https://github.com/rust-lang/rust/issues/116680)),
+/// and says "await occurs here, with `mut conn` maybe used later". Ending its scope (a block,
+/// or [`Pool::with`]) always is.
+///
+/// ```compile_fail
+/// # use blocking_first::{blocking_first, limit::Limit, pool::Pool};
+/// # use r2d2_sqlite::SqliteConnectionManager;
+/// # type Error = Box<dyn std::error::Error + Send + Sync>;
+/// # static DB: Limit = Limit::new("db", 4);
+/// #[blocking_first(limit = DB)]
+/// async fn touch(db: Pool<SqliteConnectionManager>, id: i64) -> Result<(), Error> {
+///     let conn = db.get()?;
+///     conn.execute("update notes set seen = seen + 1 where id = ?1", [id])?;
+///     drop(conn); // not enough: rustc still sees `conn` held across the region
+///     io! { tokio::task::yield_now().await };
+///     Ok(())
+/// }
+/// ```
+///
+/// Diesel takes the connection itself, not the `Conn` around it: pass `&mut *conn`, or use
+/// [`Pool::with`], whose closure gets `&mut` the driver's connection.
 ///
 /// For the same reason a `Conn` cannot move into, or be borrowed by, a `parallel!` branch that
 /// may run on another thread, which is every branch but the last: take one in each branch that
