@@ -32,8 +32,10 @@ mod error;
 mod slot;
 mod stats_of;
 
+#[cfg(feature = "r2d2")]
+pub(crate) use context::on_worker;
 pub(crate) use context::{
-    InStretch, LimitContext, current, enter_context, enter_limit, in_stretch,
+    InStretch, LimitContext, OnWorker, current, enter_context, enter_limit, in_stretch,
 };
 pub use error::{CapacityError, CapacityErrorKind};
 pub(crate) use slot::{Busy, Slot};

@@ -251,6 +251,7 @@ impl<M: ManageConnection> Pool<M> {
     ///
     /// # Errors
     /// r2d2's error, when no connection came free in time (as [`Pool::get`]).
+    #[track_caller]
     pub fn with<T>(&self, f: impl FnOnce(&mut M::Connection) -> T) -> Result<T, r2d2::Error> {
         let mut conn = self.get()?;
         Ok(f(&mut conn))
@@ -265,7 +266,11 @@ impl<M: ManageConnection> Pool<M> {
     ///
     /// # Errors
     /// r2d2's error, when no connection came free in time.
+    #[track_caller]
     pub fn get(&self) -> Result<Conn<M>, r2d2::Error> {
+        if crate::limit::on_worker() {
+            self.warn_on_worker(std::panic::Location::caller());
+        }
         #[cfg(feature = "tracing")]
         self.warn_if_under_another_limit();
         #[cfg(feature = "tracing")]
@@ -323,6 +328,39 @@ impl<M: ManageConnection> Pool<M> {
             body_limit.name(),
             pool_limit.name(),
         );
+    }
+}
+
+impl<M: ManageConnection> Pool<M> {
+    /// A connection taken on a runtime worker outside every body (a handler without the
+    /// attribute under `WorkerWatchLayer`, or inside `io!`): waiting for it and using it blocks
+    /// every task on that worker. Said once per call site.
+    #[cold]
+    fn warn_on_worker(&self, at: &'static std::panic::Location<'static>) {
+        static WARNED: std::sync::Mutex<Vec<&'static std::panic::Location<'static>>> =
+            std::sync::Mutex::new(Vec::new());
+        {
+            let mut warned = WARNED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if warned.contains(&at) {
+                return;
+            }
+            warned.push(at);
+        }
+        crate::stats::WORKER_WARNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let limit = self.limit().name();
+        let message = format!(
+            "a connection of the pool sized by limit `{limit}` was taken on a runtime worker at \
+             {at}, outside any #[blocking_first] body: waiting for it and using it blocks every \
+             task on that worker. Annotate the handler with #[blocking_first(limit = ..)] naming \
+             the `static` Limit `{limit}`, and take connections outside io! (logged once per \
+             call site)"
+        );
+        #[cfg(feature = "tracing")]
+        tracing::warn!(target: "blocking_first::pool", pool_limit = limit, at = %at, "{message}");
+        #[cfg(not(feature = "tracing"))]
+        eprintln!("WARN blocking_first::pool: {message}");
     }
 }
 

@@ -1,4 +1,6 @@
-//! A tower layer that sheds load with `503 Service Unavailable` while a [`Limit`]'s queue is full.
+//! Tower layers for axum routers: [`ShedLayer`] sheds load with `503 Service Unavailable` while
+//! a [`Limit`]'s queue is full; [`WorkerWatchLayer`] names the routes whose handlers block a
+//! runtime worker.
 //!
 //! ```
 //! use axum::Router;
@@ -30,6 +32,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::limit::Limit;
+
+#[path = "worker_watch.rs"]
+mod worker_watch;
+
+pub use worker_watch::{WorkerWatch, WorkerWatchFuture, WorkerWatchLayer};
 
 /// Wraps a service (an axum `Router`, a route) so that requests arriving while `limit` is full
 /// ([`Limit::is_full`]) get `503 Service Unavailable` with a `Retry-After` header at once,

@@ -19,6 +19,7 @@ pub(crate) static INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static NESTED_INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static STARVATION_WARNINGS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DETECTOR_WARNINGS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static WORKER_WARNINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the process-wide counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct Stats {
     /// Warnings of the detectors of blocking code inside `io!` and of long blocking stretches
     /// so far (see [`observe::detect`](crate::observe::detect)).
     pub detector_warnings: u64,
+    /// Warnings about a runtime worker blocked: a route's poll under
+    /// `blocking_first::tower::WorkerWatchLayer` past its threshold, and a pooled connection taken
+    /// on a worker outside every body.
+    pub worker_warnings: u64,
 }
 
 /// Reads the process-wide counters.
@@ -74,6 +79,7 @@ pub fn stats() -> Stats {
         nested_inline: NESTED_INLINE.load(Ordering::Relaxed),
         starvation_warnings: STARVATION_WARNINGS.load(Ordering::Relaxed),
         detector_warnings: DETECTOR_WARNINGS.load(Ordering::Relaxed),
+        worker_warnings: WORKER_WARNINGS.load(Ordering::Relaxed),
     }
 }
 

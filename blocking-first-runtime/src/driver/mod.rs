@@ -222,7 +222,9 @@ impl<T: Send + 'static> Drive<T> {
         let mut cx = Context::from_waker(&self.waker);
         // Only on a runtime worker: polled from another body's stretch (a blocking thread), a
         // long poll stalls no task.
-        let polled = match detect::io_poll_threshold().filter(|_| !in_stretch()) {
+        let on_worker = !in_stretch();
+        let _marked = on_worker.then(limit::OnWorker::enter);
+        let polled = match detect::io_poll_threshold().filter(|_| on_worker) {
             None => body.as_mut().poll(&mut cx),
             Some(threshold) => {
                 let start = observe::now();

@@ -13,6 +13,31 @@ thread_local! {
     /// runs its own blocking code right here instead of hopping and waiting for a slot, which a
     /// branch holding one of the last slots would wait for forever.
     static IN_STRETCH: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread, a runtime worker, polls async code the crate can see: a body in
+    /// an `io!` region, or a request under `WorkerWatchLayer`. Blocking there stalls the worker.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is a runtime worker polling a body's `io!` code or a watched request,
+/// and not a body's blocking code awaited from there (see `ON_WORKER`).
+#[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+pub(crate) fn on_worker() -> bool {
+    ON_WORKER.get() && !IN_STRETCH.get()
+}
+
+/// Marks this thread as a runtime worker polling async code until dropped.
+pub(crate) struct OnWorker(bool);
+
+impl OnWorker {
+    pub(crate) fn enter() -> OnWorker {
+        OnWorker(ON_WORKER.replace(true))
+    }
+}
+
+impl Drop for OnWorker {
+    fn drop(&mut self) {
+        ON_WORKER.set(self.0);
+    }
 }
 
 /// Whether this thread runs a body's blocking code now (see `IN_STRETCH`).
