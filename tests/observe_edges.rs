@@ -89,7 +89,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Edges {
         if split && function.ends_with("::subscriber_panics") {
             panic!("a subscriber that panics on this body's split event");
         }
-        if detect && function.ends_with("::warning_panics") {
+        if detect
+            && (function.ends_with("::warning_panics") || function.ends_with("::io_warning_panics"))
+        {
             panic!("a subscriber that panics on every warning");
         }
     }
@@ -1977,4 +1979,50 @@ fn a_subscriber_that_panics_while_the_caller_unwinds_does_not_abort() {
         1
     );
     assert_unlisted("subscriber_panics_while_its_caller_unwinds");
+}
+
+/// Records whether it was dropped on a runtime worker.
+struct DropsWhere(Arc<Mutex<Option<bool>>>);
+
+impl Drop for DropsWhere {
+    fn drop(&mut self) {
+        *lock(&self.0) = Some(common::is_worker());
+    }
+}
+
+#[blocking_first]
+async fn io_warning_panics(dropped_on_worker: Arc<Mutex<Option<bool>>>) {
+    let _resource = DropsWhere(dropped_on_worker);
+    io! {
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        while start.elapsed() < 3 * MS {}
+        (); // a statement: the spin runs in async mode
+    };
+}
+
+/// Regression (found by the stress harness): a subscriber that panics on the `io!` detector's
+/// warning unwound through the caller's poll with the body in a local, so the body's resources
+/// were dropped on the runtime worker. Now the caller gets the panic, and the body is dropped
+/// off the workers.
+#[test]
+fn a_subscriber_that_panics_on_an_io_warning_does_not_drop_the_body_on_a_worker() {
+    let _g = exclusive();
+    let _restore = Restore;
+    detect::enable(Detectors::default().io_poll(MS).stretch(None));
+    let rt = multi_thread();
+    let dropped_on_worker = Arc::new(Mutex::new(None));
+    let task = rt.spawn(io_warning_panics(dropped_on_worker.clone()));
+    let err = rt.block_on(task).unwrap_err();
+    assert_eq!(
+        panic_message(&*err.into_panic()),
+        "a subscriber that panics on every warning"
+    );
+    wait_until(|| lock(&dropped_on_worker).is_some());
+    assert_eq!(
+        *lock(&dropped_on_worker),
+        Some(false),
+        "dropped on a worker"
+    );
+    assert_unlisted("io_warning_panics");
 }

@@ -93,13 +93,20 @@ async fn blocking_inside_io() -> &'static str {
 #[blocking_first(limit = WATCHED_DB)]
 async fn clean(State(db): State<Db>) -> String {
     std::thread::sleep(BLOCK);
-    let n: i64 = db.with(|conn| conn.query_row("select 1", [], |row| row.get(0))).unwrap().unwrap();
+    let n: i64 = db
+        .with(|conn| conn.query_row("select 1", [], |row| row.get(0)))
+        .unwrap()
+        .unwrap();
     io! { tokio::time::sleep(BLOCK).await };
     format!("{n}")
 }
 
 async fn connection_without_the_attribute(State(db): State<Db>) -> String {
-    let n: i64 = db.get().unwrap().query_row("select 2", [], |row| row.get(0)).unwrap();
+    let n: i64 = db
+        .get()
+        .unwrap()
+        .query_row("select 2", [], |row| row.get(0))
+        .unwrap();
     format!("{n}")
 }
 
@@ -138,13 +145,20 @@ async fn routes_that_block_a_worker_are_named_once_and_clean_ones_never() {
                 .send()
                 .await
                 .unwrap();
-            assert!(response.status().is_success(), "{path}: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
         }
     };
     for _ in 0..3 {
         get("/clean").await;
     }
-    assert!(warnings("blocking_first::worker").is_empty(), "a clean route");
+    assert!(
+        warnings("blocking_first::worker").is_empty(),
+        "a clean route"
+    );
     assert!(warnings("blocking_first::pool").is_empty(), "a clean route");
     let before = blocking_first::stats().worker_warnings;
     for _ in 0..3 {
@@ -176,7 +190,8 @@ async fn routes_that_block_a_worker_are_named_once_and_clean_ones_never() {
         "the call site: {pool:?}"
     );
     assert!(
-        pool[0].fields["message"].contains("Annotate the handler with #[blocking_first(limit = ..)]"),
+        pool[0].fields["message"]
+            .contains("Annotate the handler with #[blocking_first(limit = ..)]"),
         "{pool:?}"
     );
     assert_eq!(blocking_first::stats().worker_warnings - before, 3);

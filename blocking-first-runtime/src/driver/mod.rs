@@ -169,8 +169,18 @@ impl<T: Send + 'static> Drive<T> {
                         this.state = State::Hopping;
                         continue;
                     }
-                    if let Poll::Ready(value) = this.poll_here(&mut body) {
-                        return Poll::Ready(value);
+                    // A panic here (the body's, or a subscriber's on the `io!` detector's
+                    // warning) leaves the body with the driver, whose drop then drops it off the
+                    // runtime workers, instead of on this worker as the panic unwinds.
+                    let polled =
+                        panic::catch_unwind(panic::AssertUnwindSafe(|| this.poll_here(&mut body)));
+                    match polled {
+                        Ok(Poll::Ready(value)) => return Poll::Ready(value),
+                        Ok(Poll::Pending) => {}
+                        Err(payload) => {
+                            this.state = State::Held(body);
+                            panic::resume_unwind(payload)
+                        }
                     }
                     this.state = State::Held(body);
                     if this.shared.io.load(Ordering::Acquire) && this.shared.is_woken() {
