@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # AddressSanitizer over the tests that exercise the runtime's unsafe code and protocols: the
-# driver, `parallel`, shutdown, stress, the soundness regressions and the executor. Needs a nightly toolchain
+# composition stress harness, the driver, `parallel`, shutdown, stress, the soundness regressions,
+# nested bodies and the executor. `.ci/run` runs it. Needs a nightly toolchain
 # (`-Zsanitizer` is unstable); without one it says so and exits 0.
 #
 #   scripts/asan.sh            # the default set
@@ -16,8 +17,8 @@ fi
 target="$(rustc -vV | sed -n 's/^host: //p')"
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-    tests=(--test driver --test parallel --test shutdown --test stress --test soundness
-           --test executor --test executor_edges --test nested)
+    tests=(--test compose_stress --test driver --test parallel --test shutdown --test stress
+           --test soundness --test executor --test executor_edges --test nested)
 fi
 
 # Leak checks stay off: runtimes that tests shut down in the background keep threads (and their
