@@ -48,7 +48,8 @@ fn each_detector_warns_once_per_interval_and_not_about_well_behaved_bodies() {
     capture::install();
     let rt = multi_thread();
     let before = blocking_first::stats().detector_warnings;
-    // Off by default: nothing, however bad.
+    // Off (this is a debug build, where they start on): nothing, however bad.
+    detect::disable();
     rt.block_on(async {
         blocks_inside_io().await;
         long_stretch().await;
@@ -151,5 +152,44 @@ fn the_environment_variable_turns_them_on() {
     assert!(
         said.contains("BLOCKING_FIRST_DETECT=\"io_poll=soon\" is not understood"),
         "{said}"
+    );
+}
+
+/// Run by the test below in a child process, without the variable.
+#[test]
+#[ignore = "run by `debug_builds_turn_them_on_without_the_variable`"]
+fn child_without_the_variable() {
+    if std::env::var_os("BLOCKING_FIRST_DETECT_CHILD").is_none() {
+        return; // run by hand: nothing to check
+    }
+    capture::install();
+    multi_thread().block_on(async {
+        blocks_inside_io().await;
+        short_stretches().await;
+    });
+    // On in a debug build, with the default thresholds; off in a release build.
+    let expected = usize::from(cfg!(debug_assertions));
+    assert_eq!(warnings("::blocks_inside_io").len(), expected);
+    assert!(warnings("::short_stretches").is_empty());
+}
+
+#[test]
+fn debug_builds_turn_them_on_without_the_variable() {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_without_the_variable",
+            "--nocapture",
+        ])
+        .env_remove(detect::ENV)
+        .env("BLOCKING_FIRST_DETECT_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
     );
 }

@@ -284,9 +284,11 @@ impl<M: ManageConnection> Pool<M> {
         })
     }
 
-    /// Identifies this pool (and its clones) among the connections a thread holds.
-    fn key(&self) -> *const () {
-        Arc::as_ptr(&self.shared).cast()
+    /// Identifies this pool (and its clones) among the connections a thread holds: an address
+    /// as a number, so that the one type in `Conn` that is not `Send` stays its marker, which
+    /// rustc names in its error.
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// The limit this pool is sized by.
@@ -395,20 +397,20 @@ impl<M: ManageConnection> Pool<M> {
 thread_local! {
     /// The pools of the connections this thread holds, one entry per [`Conn`] (a `Conn` never
     /// leaves its thread).
-    static HELD: std::cell::RefCell<Vec<*const ()>> = const { std::cell::RefCell::new(Vec::new()) };
+    static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One connection of a pool, counted as held by this thread while it lives.
-struct Held(*const ());
+struct Held(usize);
 
 impl Held {
-    fn take(pool: *const ()) -> Held {
+    fn take(pool: usize) -> Held {
         HELD.with_borrow_mut(|held| held.push(pool));
         Held(pool)
     }
 
     #[cfg(feature = "tracing")]
-    fn holds(pool: *const ()) -> bool {
+    fn holds(pool: usize) -> bool {
         HELD.with_borrow(|held| held.contains(&pool))
     }
 }

@@ -1,5 +1,6 @@
-//! Detectors of blocking code where it does not belong. Off by default; on with one call or an
-//! environment variable:
+//! Detectors of blocking code where it does not belong. On by default in debug builds (where
+//! mistakes are made), off in release builds; either way one call or an environment variable
+//! changes that:
 //!
 //! - **Blocking inside `io!`**: one poll of a body in an `io!` region, on a runtime worker, that
 //!   runs longer than [`Detectors::io_poll`] (1 ms by default). Such a poll stalls every other
@@ -24,10 +25,11 @@
 //! detect::enable(Detectors::default().io_poll(Duration::from_micros(500)).stretch(None));
 //! ```
 //!
-//! Or, without code: `BLOCKING_FIRST_DETECT=1` (the defaults), or a list such as
+//! Or, without code: `BLOCKING_FIRST_DETECT=1` (the defaults), `BLOCKING_FIRST_DETECT=0` (both
+//! off, also in a debug build), or a list such as
 //! `BLOCKING_FIRST_DETECT=io_poll=500us,stretch=200ms,interval=10s` (`off` or `0` for either
 //! detector turns it off), read when the first body starts. A call to [`enable`] or [`disable`]
-//! wins over the variable.
+//! wins over the variable, and the variable over the build's default.
 //!
 //! Cost when on: two clock reads per poll in an `io!` region; the stretch detector reads the
 //! time the split records anyway (it needs recording on, the default).
@@ -170,6 +172,10 @@ fn set(detectors: Option<Detectors>) {
 pub(crate) fn read_env() {
     FROM_ENV.call_once(|| {
         let Ok(value) = std::env::var(ENV) else {
+            // Debug builds: both detectors, with their default thresholds.
+            if cfg!(debug_assertions) {
+                set(Some(Detectors::default()));
+            }
             return;
         };
         match Detectors::parse(&value) {
