@@ -1996,8 +1996,11 @@ async fn io_warning_panics(dropped_on_worker: Arc<Mutex<Option<bool>>>) {
     io! {
         tokio::task::yield_now().await;
         let start = Instant::now();
-        while start.elapsed() < 3 * MS {}
-        (); // a statement: the spin runs in async mode
+        while start.elapsed() < 3 * MS {
+            std::hint::spin_loop();
+        }
+        // A statement last (no final expression): the spin runs in async mode.
+        let _spun = start.elapsed();
     };
 }
 
