@@ -475,3 +475,46 @@ async fn a_second_connection_under_one_slot_warns_once_naming_the_limit() {
         "{warnings:?}"
     );
 }
+
+static LEAKY: Limit = Limit::new("leaky", 2);
+
+#[blocking_first(limit = LEAKY)]
+async fn leaks_a_connection(db: Pool<SqliteConnectionManager>) -> std::thread::ThreadId {
+    std::mem::forget(db.get().unwrap());
+    std::thread::current().id()
+}
+
+#[blocking_first(limit = LEAKY)]
+async fn takes_one(db: Pool<SqliteConnectionManager>) -> std::thread::ThreadId {
+    let n: i64 = db
+        .get()
+        .unwrap()
+        .query_row("select 1", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    std::thread::current().id()
+}
+
+/// A connection leaked with `mem::forget` by one body is not "held" by the next body that runs
+/// on the same loop thread: that body's one connection is not a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_connection_does_not_make_the_next_body_on_its_thread_warn() {
+    install_subscriber();
+    let db = Pool::build(&LEAKY, SqliteConnectionManager::memory())
+        .await
+        .unwrap();
+    let leaked_on = leaks_a_connection(db.clone()).await;
+    let mut same_thread = false;
+    for _ in 0..50 {
+        same_thread |= takes_one(db.clone()).await == leaked_on;
+    }
+    assert!(
+        same_thread,
+        "no later body ran on the leaking body's loop thread"
+    );
+    assert!(
+        warnings_for("leaky").is_empty(),
+        "{:?}",
+        warnings_for("leaky")
+    );
+}

@@ -397,21 +397,24 @@ impl<M: ManageConnection> Pool<M> {
 thread_local! {
     /// The pools of the connections this thread holds, one entry per [`Conn`] (a `Conn` never
     /// leaves its thread).
-    static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    static HELD: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One connection of a pool, counted as held by this thread while it lives.
-struct Held(usize);
+/// One connection of a pool, counted as held by this thread while it lives, with the job of its
+/// loop that took it: one of an earlier job was leaked (`mem::forget`), not held now.
+struct Held(usize, u64);
 
 impl Held {
     fn take(pool: usize) -> Held {
-        HELD.with_borrow_mut(|held| held.push(pool));
-        Held(pool)
+        let entry = (pool, crate::limit::job());
+        HELD.with_borrow_mut(|held| held.push(entry));
+        Held(entry.0, entry.1)
     }
 
     #[cfg(feature = "tracing")]
     fn holds(pool: usize) -> bool {
-        HELD.with_borrow(|held| held.contains(&pool))
+        let now = (pool, crate::limit::job());
+        HELD.with_borrow(|held| held.contains(&now))
     }
 }
 
@@ -420,7 +423,7 @@ impl Drop for Held {
         // `try_`: a `Conn` dropped while the thread's locals are torn down finds none.
         let _ = HELD.try_with(|held| {
             let mut held = held.borrow_mut();
-            if let Some(at) = held.iter().position(|pool| *pool == self.0) {
+            if let Some(at) = held.iter().position(|entry| *entry == (self.0, self.1)) {
                 held.swap_remove(at);
             }
         });

@@ -26,6 +26,12 @@
 //!
 //! Its poll also marks the thread as a runtime worker polling a request, which lets
 //! `blocking_first::pool` warn about a connection taken there, outside every body.
+//!
+//! What it times is the future that produces the response: the extractors, the handler, and
+//! `IntoResponse` (serializing a large `Json` runs there, on the worker, even for an annotated
+//! handler, whose body ends before). Not timed: the response body's own polls after the headers
+//! (a streaming body), and nothing tells it that a handler used `block_in_place` (a connection
+//! taken inside one is reported, though `block_in_place` moved the worker's other tasks away).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -156,7 +162,8 @@ fn warn(route: &str, took: Duration) {
     let message = format!(
         "{route} blocked a runtime worker for {took:.1?} in one poll: every task on that worker \
          waited meanwhile. Annotate its handler with #[blocking_first], or move the blocking \
-         call out of io!"
+         call out of io!; if it is annotated already, the time went to extracting the request or \
+         serializing the response (a large body: build its bytes in blocking code)"
     );
     crate::stats::WORKER_WARNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     #[cfg(feature = "tracing")]
