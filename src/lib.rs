@@ -50,6 +50,12 @@ pub use blocking_first_runtime::{Stats, reset_peak, stats};
 #[doc(hidden)]
 pub use blocking_first_runtime::__private;
 
+/// Guides: longer pages, whose examples are compiled and run as doc tests.
+pub mod guide {
+    #[doc = include_str!("../docs/coming_from.md")]
+    pub mod coming_from {}
+}
+
 /// An async region: `io! { .. }` runs its statements on the tokio runtime, holding no blocking
 /// thread while they wait. Its value is the block's value.
 ///
