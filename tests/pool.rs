@@ -7,10 +7,11 @@
 //! Holding a connection across `io!` or `.await` does not compile:
 //! `ui/tests/ui/fail/pool_conn_across_io.rs`, `ui/tests/ui/fail/pool_conn_across_await.rs`.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -21,8 +22,8 @@ use axum::routing::get;
 use blocking_first::blocking_first;
 use blocking_first::limit::{CapacityErrorKind, Limit};
 use blocking_first::pool::{BuildError, Conn, Pool};
+use common::warnings::{Warning, install_subscriber};
 use r2d2_sqlite::SqliteConnectionManager;
-use tracing_subscriber::layer::{Context, SubscriberExt};
 
 // ----------------------------------------------------------------------------------------------
 // End to end.
@@ -312,51 +313,9 @@ fn a_pool_that_cannot_open_its_connections_says_which_and_what_to_check() {
 // ----------------------------------------------------------------------------------------------
 // A body under another limit.
 
-/// A WARN event with its fields, as the subscriber saw it.
-#[derive(Debug, Clone)]
-struct Warning {
-    target: String,
-    fields: BTreeMap<String, String>,
-}
-
-static WARNINGS: Mutex<Vec<Warning>> = Mutex::new(Vec::new());
-
-struct CaptureWarnings;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureWarnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if *event.metadata().level() != tracing::Level::WARN {
-            return;
-        }
-        struct Fields(BTreeMap<String, String>);
-        impl tracing::field::Visit for Fields {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                self.0.insert(field.name().into(), value.into());
-            }
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().into(), format!("{value:?}"));
-            }
-        }
-        let mut fields = Fields(BTreeMap::new());
-        event.record(&mut fields);
-        WARNINGS.lock().unwrap().push(Warning {
-            target: event.metadata().target().into(),
-            fields: fields.0,
-        });
-    }
-}
-
-fn install_subscriber() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(CaptureWarnings);
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-    });
-}
-
 /// The warnings about the pool sized by `limit`.
 fn warnings_for(limit: &str) -> Vec<Warning> {
-    WARNINGS
+    common::warnings::WARNINGS
         .lock()
         .unwrap()
         .iter()

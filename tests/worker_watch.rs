@@ -3,9 +3,9 @@
 //! pooled connection taken on a worker outside every body. A clean service says nothing. (Own
 //! test binary: it installs the process-wide subscriber that captures the warnings.)
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,59 +15,11 @@ use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
 use blocking_first::pool::Pool;
 use blocking_first::tower::WorkerWatchLayer;
+use common::warnings::{Warning, install_subscriber};
 use r2d2_sqlite::SqliteConnectionManager;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-
-/// A WARN event with its fields.
-#[derive(Debug, Clone)]
-struct Warning {
-    target: String,
-    fields: BTreeMap<String, String>,
-}
-
-static WARNINGS: Mutex<Vec<Warning>> = Mutex::new(Vec::new());
-
-struct CaptureWarnings;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureWarnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if *event.metadata().level() != tracing::Level::WARN {
-            return;
-        }
-        struct Fields(BTreeMap<String, String>);
-        impl tracing::field::Visit for Fields {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                self.0.insert(field.name().into(), value.into());
-            }
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().into(), format!("{value:?}"));
-            }
-        }
-        let mut fields = Fields(BTreeMap::new());
-        event.record(&mut fields);
-        WARNINGS.lock().unwrap().push(Warning {
-            target: event.metadata().target().into(),
-            fields: fields.0,
-        });
-    }
-}
-
-fn install_subscriber() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(CaptureWarnings);
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-    });
-}
 
 fn warnings(target: &str) -> Vec<Warning> {
-    WARNINGS
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| w.target == target)
-        .cloned()
-        .collect()
+    common::warnings::at(target)
 }
 
 const BLOCK: Duration = Duration::from_millis(40);

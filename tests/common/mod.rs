@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod warnings;
 
 use std::future::Future;
 use std::panic;
