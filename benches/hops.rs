@@ -5,7 +5,10 @@
 //! cargo bench --bench hops                        # 320 rounds, writes docs/bench/hops.md
 //! BENCH_ROUNDS=40 cargo bench --bench hops        # a quicker look
 //! cargo bench --bench hops -- --calls no_region 1000   # just run calls (for scripts/callgrind.sh)
+//! BENCH_ROUNDS=100 cargo bench --bench hops --profile dev   # unoptimized: docs/bench/hops-debug.md
 //! ```
+//!
+//! The detectors are off in every row but `io_round_trip_detecting`, whatever the build's default.
 //!
 //! Each round times a batch of calls of every variant (right after a few untimed calls of the
 //! same variant, so no batch pays for what the one before it left cold), in an order shuffled
@@ -80,6 +83,48 @@ async fn format_annotated(id: u64) -> String {
 /// The same handler as a plain async fn: what not annotating costs.
 async fn format_plain(id: u64) -> String {
     format!("note {id}")
+}
+
+/// A service answering at once, for the cost of `WorkerWatchLayer` around it.
+#[derive(Clone, Copy)]
+struct Answer;
+
+impl tower_service::Service<http::Request<()>> for Answer {
+    type Response = u64;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<u64, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<()>) -> Self::Future {
+        std::future::ready(Ok(black_box(request.uri().path().len() as u64)))
+    }
+}
+
+fn request() -> http::Request<()> {
+    http::Request::get("/notes/1").body(()).unwrap()
+}
+
+/// One request to [`Answer`], directly.
+async fn answer_plain() -> u64 {
+    use tower_service::Service as _;
+    Answer.call(request()).await.unwrap()
+}
+
+/// One request to [`Answer`] through `WorkerWatchLayer` (its poll timed).
+async fn answer_watched() -> u64 {
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+    static WATCHED: OnceLock<blocking_first::tower::WorkerWatch<Answer>> = OnceLock::new();
+    let mut service = WATCHED
+        .get_or_init(|| blocking_first::tower::WorkerWatchLayer::new().layer(Answer))
+        .clone();
+    service.call(request()).await.unwrap()
 }
 
 #[inline(never)]
@@ -370,6 +415,18 @@ fn variants() -> Vec<Variant> {
             counts_hops: false,
         },
         Variant {
+            id: "answer_plain",
+            what: "a request to a service that answers at once (a plain `async fn` caller)",
+            run: |rt, n| on_worker(rt, n, answer_plain),
+            counts_hops: false,
+        },
+        Variant {
+            id: "answer_watched",
+            what: "the same through `WorkerWatchLayer`",
+            run: |rt, n| on_worker(rt, n, answer_watched),
+            counts_hops: false,
+        },
+        Variant {
             id: "ping_pong",
             what: "two threads passing a value back and forth (the thread-wake floor)",
             run: |_, n| ping_pong(n),
@@ -411,6 +468,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(320);
+    // Every row but `_detecting` without the detectors, in any build (debug builds start with
+    // them on).
+    blocking_first::observe::detect::disable();
     let started = SystemTime::now();
     let load_before = load_average();
     let rt = runtime();
@@ -459,10 +519,17 @@ fn main() {
     table.push_str(&recording_cost(&variants, &per_call));
     println!("{table}");
     let header = header(rounds, elapsed, load_before, load_average());
-    let doc = format!(
-        "# Microbenchmarks: hops\n\n```sh\ncargo bench --bench hops\n```\n\n{header}\n{table}"
-    );
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench/hops.md");
+    // An unoptimized build writes beside the optimized results, not over them.
+    let (command, file) = if cfg!(debug_assertions) {
+        (
+            "BENCH_ROUNDS=100 cargo bench --bench hops --profile dev",
+            "docs/bench/hops-debug.md",
+        )
+    } else {
+        ("cargo bench --bench hops", "docs/bench/hops.md")
+    };
+    let doc = format!("# Microbenchmarks: hops\n\n```sh\n{command}\n```\n\n{header}\n{table}");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     match std::fs::write(&out, doc) {
         Ok(()) => println!("written to {}", out.display()),
         Err(err) => eprintln!("could not write {}: {err}", out.display()),
@@ -517,17 +584,18 @@ fn table(
 }
 
 /// What observing costs: each row over its base, per round (both measured in that round).
-const COSTS: [(&str, &str); 3] = [
+const COSTS: [(&str, &str); 4] = [
     ("no_region", "no_region_unrecorded"),
     ("io_round_trip", "io_round_trip_unrecorded"),
     ("io_round_trip_detecting", "io_round_trip"),
+    ("answer_watched", "answer_plain"),
 ];
 
 /// The [`COSTS`] table: median ratio, its interquartile range, and the median extra per call.
 fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
     let mut out = String::from(
-        "\nWhat observing costs: recording of time splits (on by default) against off, and the \
-         detectors on against off, per round:\n\n\
+        "\nWhat observing costs: recording of time splits (on by default) against off, the \
+         detectors on against off, and `WorkerWatchLayer` against no layer, per round:\n\n\
          | row / its base | median ratio | p25–p75 | median extra per call |\n\
          |---|---:|---:|---:|\n",
     );

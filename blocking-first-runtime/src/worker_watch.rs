@@ -117,7 +117,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = format!("{} {}", request.method(), request.uri().path());
+        // Kept as they are (cheap clones): the text is made only for a warning.
+        let route = (request.method().clone(), request.uri().clone());
         WorkerWatchFuture {
             future: self.inner.call(request),
             watch: Watch {
@@ -133,7 +134,7 @@ where
 /// What a request's future needs to report a long poll.
 #[derive(Debug)]
 struct Watch {
-    route: String,
+    route: (http::Method, http::Uri),
     threshold: Duration,
     interval: Duration,
     last_warned: Arc<Mutex<Option<Instant>>>,
@@ -154,7 +155,8 @@ impl Watch {
             }
             *last = Some(now);
         }
-        warn(&self.route, took);
+        let (method, uri) = &self.route;
+        warn(&format!("{method} {}", uri.path()), took);
     }
 }
 
