@@ -32,11 +32,13 @@ mod error;
 mod slot;
 mod stats_of;
 
+#[cfg(all(feature = "r2d2", feature = "tracing"))]
+pub(crate) use context::job;
+#[cfg(feature = "r2d2")]
+pub(crate) use context::on_worker;
 pub(crate) use context::{
     InStretch, LimitContext, OnWorker, current, enter_context, enter_limit, in_stretch,
 };
-#[cfg(feature = "r2d2")]
-pub(crate) use context::{job, on_worker};
 pub use error::{CapacityError, CapacityErrorKind};
 pub(crate) use slot::{Busy, Slot};
 pub use stats_of::LimitStats;

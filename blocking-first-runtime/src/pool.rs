@@ -278,6 +278,7 @@ impl<M: ManageConnection> Pool<M> {
         let inner = self.shared.r2d2.get()?;
         Ok(Conn {
             inner,
+            #[cfg(feature = "tracing")]
             _held: Held::take(self.key()),
             pool: self.clone(),
             _stays: PhantomData,
@@ -287,6 +288,7 @@ impl<M: ManageConnection> Pool<M> {
     /// Identifies this pool (and its clones) among the connections a thread holds: an address
     /// as a number, so that the one type in `Conn` that is not `Send` stays its marker, which
     /// rustc names in its error.
+    #[cfg(feature = "tracing")]
     fn key(&self) -> usize {
         Arc::as_ptr(&self.shared) as usize
     }
@@ -394,6 +396,7 @@ impl<M: ManageConnection> Pool<M> {
     }
 }
 
+#[cfg(feature = "tracing")]
 thread_local! {
     /// The pools of the connections this thread holds, one entry per [`Conn`] (a `Conn` never
     /// leaves its thread).
@@ -402,8 +405,10 @@ thread_local! {
 
 /// One connection of a pool, counted as held by this thread while it lives, with the job of its
 /// loop that took it: one of an earlier job was leaked (`mem::forget`), not held now.
+#[cfg(feature = "tracing")]
 struct Held(usize, u64);
 
+#[cfg(feature = "tracing")]
 impl Held {
     fn take(pool: usize) -> Held {
         let entry = (pool, crate::limit::job());
@@ -411,13 +416,13 @@ impl Held {
         Held(entry.0, entry.1)
     }
 
-    #[cfg(feature = "tracing")]
     fn holds(pool: usize) -> bool {
         let now = (pool, crate::limit::job());
         HELD.with_borrow(|held| held.contains(&now))
     }
 }
 
+#[cfg(feature = "tracing")]
 impl Drop for Held {
     fn drop(&mut self) {
         // `try_`: a `Conn` dropped while the thread's locals are torn down finds none.
@@ -542,6 +547,7 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 pub struct Conn<M: ManageConnection> {
     inner: r2d2::PooledConnection<M>,
     /// Counts the connection as held by this thread (for the warning about a second one).
+    #[cfg(feature = "tracing")]
     _held: Held,
     /// Keeps the pool, and so the limit's capacity, fixed while the connection is out.
     pool: Pool<M>,

@@ -87,9 +87,11 @@ impl<S> Layer<S> for WorkerWatchLayer {
     fn layer(&self, inner: S) -> WorkerWatch<S> {
         WorkerWatch {
             inner,
-            threshold: self.threshold,
-            interval: self.interval,
-            last_warned: Arc::new(Mutex::new(None)),
+            route: Arc::new(Route {
+                threshold: self.threshold,
+                interval: self.interval,
+                last_warned: Mutex::new(None),
+            }),
         }
     }
 }
@@ -98,10 +100,16 @@ impl<S> Layer<S> for WorkerWatchLayer {
 #[derive(Debug, Clone)]
 pub struct WorkerWatch<S> {
     inner: S,
+    /// Shared by the clones axum makes per request, and by their requests' futures.
+    route: Arc<Route>,
+}
+
+/// One route's settings, and when it last warned.
+#[derive(Debug)]
+struct Route {
     threshold: Duration,
     interval: Duration,
-    /// When this route last warned (shared by the clones axum makes per request).
-    last_warned: Arc<Mutex<Option<Instant>>>,
+    last_warned: Mutex<Option<Instant>>,
 }
 
 impl<S, B> Service<Request<B>> for WorkerWatch<S>
@@ -118,14 +126,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Kept as they are (cheap clones): the text is made only for a warning.
-        let route = (request.method().clone(), request.uri().clone());
+        let request_line = (request.method().clone(), request.uri().clone());
         WorkerWatchFuture {
             future: self.inner.call(request),
             watch: Watch {
-                route,
-                threshold: self.threshold,
-                interval: self.interval,
-                last_warned: self.last_warned.clone(),
+                request_line,
+                route: self.route.clone(),
             },
         }
     }
@@ -134,28 +140,27 @@ where
 /// What a request's future needs to report a long poll.
 #[derive(Debug)]
 struct Watch {
-    route: (http::Method, http::Uri),
-    threshold: Duration,
-    interval: Duration,
-    last_warned: Arc<Mutex<Option<Instant>>>,
+    request_line: (http::Method, http::Uri),
+    route: Arc<Route>,
 }
 
 impl Watch {
     fn took(&self, took: Duration, now: Instant) {
-        if took <= self.threshold {
+        let route = &*self.route;
+        if took <= route.threshold {
             return;
         }
         {
-            let mut last = self
+            let mut last = route
                 .last_warned
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            if last.is_some_and(|at| now.duration_since(at) < route.interval) {
                 return;
             }
             *last = Some(now);
         }
-        let (method, uri) = &self.route;
+        let (method, uri) = &self.request_line;
         warn(&format!("{method} {}", uri.path()), took);
     }
 }

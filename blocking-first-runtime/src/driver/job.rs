@@ -16,7 +16,7 @@ use crate::observe::{self, Kind, detect};
 use crate::span::Span;
 use crate::stats::InBlocking;
 use crate::sync::Ordering;
-pub(super) use crate::unwind::drop_caught;
+use crate::unwind::drop_caught;
 
 /// A stretch of a body's blocking code, as a loop's job.
 pub(super) struct BodyJob<T> {
@@ -63,17 +63,9 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         }));
         let outcome = match (stretch, observed) {
             (Some(Ok(Stretch::Done(value))), Ok(())) => Outcome::Done(value),
-            (Some(Ok(Stretch::Back)), Ok(())) => Outcome::Back(body),
-            (Some(Ok(Stretch::Cancelled)), observed) => {
-                // The driver is gone: the body ends here, on this blocking thread, and so does
-                // an observer's panic (nobody is left to see it).
-                drop_caught(observed);
-                drop_as_blocking_code(body);
-                drop(counted);
-                drop(running);
-                let_go(&shared);
-                return;
-            }
+            // Cancelled: the driver is gone, and the body is dropped below with what nobody
+            // will take.
+            (Some(Ok(Stretch::Back | Stretch::Cancelled)), Ok(())) => Outcome::Back(body),
             (Some(Err(payload)), observed) => {
                 // The body's own panic is what its caller sees.
                 drop_caught(observed);
@@ -93,7 +85,8 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         };
         if shared.cancelled.load(Ordering::Acquire) {
             // Nobody will take the outcome (the driver is gone, or drops what it finds in the
-            // handoff): dropped here, where the body's destructors see a body's context.
+            // handoff; a cancelled stretch implies this): dropped here, where the body's
+            // destructors see a body's context, and an observer's panic with it.
             drop_as_blocking_code(outcome);
             drop(counted);
             drop(running);

@@ -22,14 +22,16 @@ use crate::exec::{self, Priority};
 mod job;
 mod stretch;
 
+use crate::limit::in_stretch;
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
 use crate::observe::{self, Kind, Record, Site, detect};
 use crate::span::Span;
 use crate::stats;
 use crate::sync::Ordering;
-use job::{BodyJob, Handoff, Outcome, drop_caught};
-pub(crate) use stretch::{Stretch, in_stretch, parked_or_io, run_stretch};
+use crate::unwind::drop_caught;
+use job::{BodyJob, Handoff, Outcome};
+pub(crate) use stretch::{Stretch, parked_or_io, run_stretch};
 
 /// A body, boxed once for the driver's whole life.
 #[doc(hidden)]

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::exec;
-pub(crate) use crate::limit::in_stretch;
 use crate::limit::{InStretch, Limit};
 use crate::mode::Shared;
 use crate::observe::Kind;

@@ -16,7 +16,9 @@ thread_local! {
     /// Set while this thread, a runtime worker, polls async code the crate can see: a body in
     /// an `io!` region, or a request under `WorkerWatchLayer`. Blocking there stalls the worker.
     static ON_WORKER: Cell<bool> = const { Cell::new(false) };
-    /// Counts the jobs this thread started running (see [`job`]).
+    /// Counts the jobs this thread started running (see [`job`]): only the pool's warnings
+    /// read it.
+    #[cfg(all(feature = "r2d2", feature = "tracing"))]
     static JOB: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -79,13 +81,14 @@ pub(crate) fn enter_context(slot: Slot) -> SlotContext {
 /// Makes `limit` [`current`] on this thread until dropped (a loop running one of its jobs,
 /// under the loop's own slot). Starts a new job on this thread (see [`job`]).
 pub(crate) fn enter_limit(limit: &'static Limit) -> LimitContext {
+    #[cfg(all(feature = "r2d2", feature = "tracing"))]
     JOB.set(JOB.get().wrapping_add(1));
     LimitContext(CURRENT.replace(Some(limit)))
 }
 
 /// Which job of its loop this thread runs: what a job left behind for good (a connection
 /// leaked with `mem::forget`) belongs to an earlier one.
-#[cfg_attr(not(all(feature = "r2d2", feature = "tracing")), allow(dead_code))]
+#[cfg(all(feature = "r2d2", feature = "tracing"))]
 pub(crate) fn job() -> u64 {
     JOB.get()
 }
