@@ -23,20 +23,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Runs `f` on its own thread; fails if it does not finish within `limit`.
-fn bounded<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.send(out);
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => std::panic::resume_unwind(payload),
-        Err(_) => panic!("scenario did not finish within {limit:?} (hang)"),
-    }
-}
-
 fn wait_flag(flag: &AtomicBool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !flag.load(SeqCst) {
@@ -61,7 +47,7 @@ async fn on_y() {}
 #[test]
 fn an_idle_loop_gives_its_thread_to_another_limits_loop_on_a_full_blocking_pool() {
     let _serial = serial();
-    bounded(Duration::from_secs(20), || {
+    bounded(Duration::from_secs(20), String::new, || {
         for runtime in with_one_blocking_thread() {
             let took = runtime.block_on(async {
                 on_x().await; // SMALL_X's loop now lingers, holding the one blocking thread
@@ -91,7 +77,7 @@ async fn starved_y() {}
 #[test]
 fn a_limit_in_steady_use_does_not_starve_another_limit_on_a_small_blocking_pool() {
     let _serial = serial();
-    bounded(Duration::from_secs(20), || {
+    bounded(Duration::from_secs(20), String::new, || {
         let runtime = Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(1)
@@ -138,7 +124,7 @@ async fn spawn_blocking_in_io() -> u32 {
 #[test]
 fn spawn_blocking_inside_io_waits_at_most_a_linger_for_the_bodys_idle_loop() {
     let _serial = serial();
-    bounded(Duration::from_secs(30), || {
+    bounded(Duration::from_secs(30), String::new, || {
         for runtime in with_one_blocking_thread() {
             let took = runtime.block_on(async {
                 let start = Instant::now();
@@ -178,7 +164,7 @@ async fn strand_hold(held: mpsc::Sender<()>, release: mpsc::Receiver<()>) {
 #[test]
 fn a_live_runtimes_body_queued_behind_a_dead_runtimes_job_still_runs() {
     let _serial = serial();
-    bounded(Duration::from_secs(30), || {
+    bounded(Duration::from_secs(30), String::new, || {
         let a = multi_thread();
         let handle_a = a.handle().clone();
         a.block_on(strand_quick()); // the one loop, started on A, lingers
@@ -250,7 +236,7 @@ async fn branches_during_shutdown(
 #[test]
 fn a_branch_dispatched_during_shutdown_leaves_nothing_queued() {
     let _serial = serial();
-    bounded(Duration::from_secs(30), || {
+    bounded(Duration::from_secs(30), String::new, || {
         let a = multi_thread();
         let (started, go, done) = (
             Arc::new(AtomicBool::new(false)),
@@ -324,7 +310,7 @@ async fn cancelled_mid_stretch(
 #[test]
 fn a_cancelled_bodys_destructors_run_in_its_own_runtimes_context() {
     let _serial = serial();
-    bounded(Duration::from_secs(20), || {
+    bounded(Duration::from_secs(20), String::new, || {
         let a = Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("runtime-a")
@@ -389,7 +375,7 @@ async fn undriven_call(n: u32) -> u32 {
 #[test]
 fn a_runtime_nobody_drives_keeps_one_task_however_many_loops_start() {
     let _serial = serial();
-    bounded(Duration::from_secs(30), || {
+    bounded(Duration::from_secs(30), String::new, || {
         let runtime = Builder::new_current_thread().enable_all().build().unwrap();
         let handle = runtime.handle().clone();
         // Used only through `Handle::block_on` from a plain thread: nobody polls its tasks.

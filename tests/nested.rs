@@ -211,18 +211,16 @@ fn an_annotated_helper_run_with_block_on_in_a_dispatched_branch_runs_under_the_b
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let runtime = multi_thread();
-        let mut rounds = Vec::new();
-        for _ in 0..5 {
-            rounds.push(runtime.block_on(both_loads()));
-        }
-        let _ = tx.send(rounds);
-    });
-    let rounds = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("deadlock: {:?}", TWO.stats()));
+    let rounds = bounded(
+        Duration::from_secs(20),
+        || format!("deadlock: {:?}", TWO.stats()),
+        || {
+            let runtime = multi_thread();
+            (0..5)
+                .map(|_| runtime.block_on(both_loads()))
+                .collect::<Vec<_>>()
+        },
+    );
     let mut elsewhere = 0;
     for [a, b] in rounds {
         assert_eq!((a.0, b.0), (10, 20));
@@ -274,21 +272,21 @@ fn a_destructor_of_a_cancelled_body_runs_an_annotated_function_under_the_loops_s
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let runtime = multi_thread();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let cancelled = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_millis(20), holds_a_cleanup(done.clone())).await
-        });
-        assert!(cancelled.is_err(), "the body was cancelled mid-stretch");
-        let after = runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), cleanup()).await });
-        let _ = tx.send((after.ok(), done.load(std::sync::atomic::Ordering::SeqCst)));
-    });
-    let (after, done) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("hang: {:?}", CLEANUP.stats()));
+    let (after, done) = bounded(
+        Duration::from_secs(20),
+        || format!("{:?}", CLEANUP.stats()),
+        || {
+            let runtime = multi_thread();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let cancelled = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_millis(20), holds_a_cleanup(done.clone())).await
+            });
+            assert!(cancelled.is_err(), "the body was cancelled mid-stretch");
+            let after = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), cleanup()).await });
+            (after.ok(), done.load(std::sync::atomic::Ordering::SeqCst))
+        },
+    );
     assert_eq!(
         after,
         Some(7),

@@ -636,25 +636,34 @@ async fn bystander_of_a_panic(wake: oneshot::Receiver<()>) {
     wake.await.ok();
 }
 
-/// A body dropped because its *caller* panicked (another branch of a `select!`) did not panic:
-/// it was cancelled.
-#[test]
-fn a_body_dropped_by_its_callers_panic_is_cancelled_not_panicked() {
-    let _g = shared();
+/// Runs `body` (the function `name`) in a `select!` beside a branch that panics once the body is
+/// parked, so the body is dropped while its caller unwinds; the caller's own panic comes out.
+fn dropped_while_its_caller_unwinds(
+    name: &'static str,
+    body: impl Future<Output = ()> + Send + 'static,
+) {
     let rt = multi_thread();
-    let (_wake, parked) = oneshot::channel::<()>();
     let task = rt.spawn(async move {
         tokio::select! {
             biased;
-            _ = bystander_of_a_panic(parked) => {}
+            _ = body => {}
             _ = async {
-                caught_async("bystander_of_a_panic", Kind::Parked).await;
+                caught_async(name, Kind::Parked).await;
                 panic!("the caller's own panic");
             } => {}
         }
     });
     let err = rt.block_on(task).unwrap_err();
     assert_eq!(panic_message(&*err.into_panic()), "the caller's own panic");
+}
+
+/// A body dropped because its *caller* panicked (another branch of a `select!`) did not panic:
+/// it was cancelled.
+#[test]
+fn a_body_dropped_by_its_callers_panic_is_cancelled_not_panicked() {
+    let _g = shared();
+    let (_wake, parked) = oneshot::channel::<()>();
+    dropped_while_its_caller_unwinds("bystander_of_a_panic", bystander_of_a_panic(parked));
     let event = the_split("bystander_of_a_panic");
     assert_unlisted("bystander_of_a_panic");
     assert_eq!(
@@ -1960,20 +1969,11 @@ async fn subscriber_panics_while_its_caller_unwinds(wake: oneshot::Receiver<()>)
 #[test]
 fn a_subscriber_that_panics_while_the_caller_unwinds_does_not_abort() {
     let _g = shared();
-    let rt = multi_thread();
     let (_wake, parked) = oneshot::channel::<()>();
-    let task = rt.spawn(async move {
-        tokio::select! {
-            biased;
-            _ = subscriber_panics_while_its_caller_unwinds(parked) => {}
-            _ = async {
-                caught_async("subscriber_panics_while_its_caller_unwinds", Kind::Parked).await;
-                panic!("the caller's own panic");
-            } => {}
-        }
-    });
-    let err = rt.block_on(task).unwrap_err();
-    assert_eq!(panic_message(&*err.into_panic()), "the caller's own panic");
+    dropped_while_its_caller_unwinds(
+        "subscriber_panics_while_its_caller_unwinds",
+        subscriber_panics_while_its_caller_unwinds(parked),
+    );
     assert_eq!(
         splits("subscriber_panics_while_its_caller_unwinds").len(),
         1

@@ -117,6 +117,25 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `f` on its own thread and returns its value (or re-raises its panic); fails if it does
+/// not finish within `limit`, with `dump()` (the state worth seeing after a hang) in the message.
+pub fn bounded<R: Send + 'static>(
+    limit: Duration,
+    dump: impl FnOnce() -> String,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = panic::catch_unwind(panic::AssertUnwindSafe(f));
+        let _ = tx.send(out);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => panic!("did not finish within {limit:?} (hang): {}", dump()),
+    }
+}
+
 /// The message of a panic payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
