@@ -45,6 +45,7 @@ pub use blocking_first_runtime::observe;
 #[allow(unused_imports)]
 pub use blocking_first_runtime::integrations::*;
 pub use blocking_first_runtime::parallel;
+pub use blocking_first_runtime::{Cancelled, check_cancelled, is_cancelled};
 pub use blocking_first_runtime::{Stats, reset_peak, stats};
 
 #[doc(hidden)]

@@ -329,10 +329,11 @@ async fn cancelled_mid_stretch(gate: Gate, after: Arc<AtomicBool>) {
     after.store(true, SeqCst);
 }
 
-/// Dropped mid-stretch: reported (and unlisted) at the drop, while the stretch still runs on its
-/// thread and holds its slot; nothing after the stretch runs, and no second event comes.
+/// Dropped mid-stretch: listed, as cancelled, while the stretch still runs on its thread and
+/// holds its slot; reported once, when the stretch lets go, with how long it ran for nobody;
+/// nothing after the stretch runs.
 #[test]
-fn cancelled_mid_stretch_is_reported_at_the_drop_and_listed_until_its_stretch_ends() {
+fn cancelled_mid_stretch_is_reported_when_its_stretch_ends_with_the_time_it_ran_for_nobody() {
     let _g = shared();
     let rt = multi_thread();
     let gate = Gate::default();
@@ -343,11 +344,6 @@ fn cancelled_mid_stretch_is_reported_at_the_drop_and_listed_until_its_stretch_en
     thread::sleep(10 * MS);
     task.abort();
     assert!(rt.block_on(task).unwrap_err().is_cancelled());
-    let event = the_split("cancelled_mid_stretch");
-    assert_eq!(event.get("outcome"), "cancelled");
-    assert!(event.num("blocking_us") >= us(10 * MS), "{event:?}");
-    assert_eq!(event.num("hops"), 1);
-    assert_adds_up(&event);
     // Its stretch still holds a thread and a slot: listed, as cancelled, until it lets go.
     let holding = find("cancelled_mid_stretch").expect("listed while its stretch runs");
     assert!(
@@ -355,9 +351,21 @@ fn cancelled_mid_stretch_is_reported_at_the_drop_and_listed_until_its_stretch_en
         "{holding:?}"
     );
     assert_eq!(STAGE_MID.stats().in_use, 1, "the stretch still runs");
+    thread::sleep(20 * MS);
+    assert!(
+        splits("cancelled_mid_stretch").is_empty(),
+        "reported before the stretch let go"
+    );
     gate.open();
     wait_until(|| STAGE_MID.stats().in_use == 0);
     wait_until(|| find("cancelled_mid_stretch").is_none());
+    wait_until(|| !splits("cancelled_mid_stretch").is_empty());
+    let event = the_split("cancelled_mid_stretch");
+    assert_eq!(event.get("outcome"), "cancelled");
+    assert!(event.num("blocking_us") >= us(30 * MS), "{event:?}");
+    assert!(event.num("after_cancel_us") >= us(20 * MS), "{event:?}");
+    assert_eq!(event.num("hops"), 1);
+    assert_adds_up(&event);
     thread::sleep(5 * MS);
     assert!(!after.load(SeqCst), "nothing after the stretch runs");
     assert_eq!(splits("cancelled_mid_stretch").len(), 1, "no second event");
@@ -885,8 +893,8 @@ async fn shutdown_parked(wake: oneshot::Receiver<()>) {
 }
 
 /// The runtime shuts down (in the background) under bodies in each state: each is reported once
-/// as cancelled and leaves the list, the one in blocking code too, while its stretch still ends
-/// on its thread; the queued one never runs.
+/// as cancelled and leaves the list; the one in blocking code when its stretch ends on its
+/// thread; the queued one never runs.
 #[test]
 fn a_runtime_shut_down_under_bodies_in_every_state() {
     let _g = shared();
@@ -913,24 +921,30 @@ fn a_runtime_shut_down_under_bodies_in_every_state() {
         "shutdown_in_io",
         "shutdown_parked",
     ];
-    wait_until(|| names.iter().all(|name| !splits(name).is_empty()));
-    for name in names {
+    let stopped_at_once = &names[1..];
+    wait_until(|| stopped_at_once.iter().all(|name| !splits(name).is_empty()));
+    for &name in stopped_at_once {
         let event = the_split(name);
         assert_eq!(event.get("outcome"), "cancelled", "{event:?}");
+        assert_eq!(event.num("after_cancel_us"), 0, "{event:?}");
         assert_adds_up(&event);
-        if name != "shutdown_mid_stretch" {
-            assert_unlisted(name);
-        }
+        assert_unlisted(name);
     }
-    // The stretch still holds its thread and slot: listed, as cancelled, until it lets go.
+    // The stretch still holds its thread and slot: listed, as cancelled, until it lets go, and
+    // reported then.
     let holding = find("shutdown_mid_stretch").expect("listed while its stretch runs");
     assert!(
         holding.cancelled && holding.state == Kind::Blocking,
         "{holding:?}"
     );
+    assert!(splits("shutdown_mid_stretch").is_empty());
     gate.open();
     wait_until(|| SHUTDOWN.stats().in_use == 0);
     wait_until(|| find("shutdown_mid_stretch").is_none());
+    wait_until(|| !splits("shutdown_mid_stretch").is_empty());
+    let event = the_split("shutdown_mid_stretch");
+    assert_eq!(event.get("outcome"), "cancelled", "{event:?}");
+    assert_adds_up(&event);
     thread::sleep(5 * MS);
     assert!(!after.load(SeqCst), "nothing after the stretch runs");
     assert!(!ran.load(SeqCst), "the queued body never runs");

@@ -8,6 +8,7 @@
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+mod cancel;
 mod driver;
 mod exec;
 /// Integrations with other crates, each behind the feature of that crate's name; re-exported at
@@ -27,4 +28,5 @@ mod ticket;
 mod unwind;
 mod watchdog;
 
+pub use cancel::{Cancelled, check_cancelled, is_cancelled};
 pub use stats::{Stats, reset_peak, stats};

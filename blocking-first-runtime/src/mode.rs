@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     woken: AtomicBool,
     /// The driver was dropped: the body must not run any further.
     pub(crate) cancelled: AtomicBool,
+    /// The body whose code first polled this one (it awaits this one, in its blocking code, a
+    /// branch or its `io!` code): its cancellation is this body's too.
+    parent: std::sync::OnceLock<Arc<Shared>>,
     /// The outer task's waker, present only while the body is parked with the driver.
     parked: Mutex<Option<Waker>>,
     /// Where the body's time goes, and where it is listed while in flight.
@@ -45,7 +48,25 @@ impl Shared {
             on_blocking: AtomicBool::new(false),
             woken: AtomicBool::new(true),
             cancelled: AtomicBool::new(false),
+            parent: std::sync::OnceLock::new(),
             parked: Mutex::new(None),
+        }
+    }
+
+    /// Whether the body's caller let go of it, or the caller of a body that awaits it did.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+            || self
+                .parent
+                .get()
+                .is_some_and(|parent| parent.is_cancelled())
+    }
+
+    /// At the body's first poll: the body whose code polls it (if any) is its parent.
+    pub(crate) fn inherit(&self, parent: Option<Arc<Shared>>) {
+        if let Some(parent) = parent {
+            // Set once, by the first poll: a later poll from elsewhere changes nothing.
+            let _ = self.parent.set(parent);
         }
     }
 

@@ -90,7 +90,11 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             drop_as_blocking_code(outcome);
             drop(counted);
             drop(running);
+            let stopped_here = handoff.stop();
             let_go(&shared);
+            if stopped_here {
+                report_stopped(&shared, &span);
+            }
             return;
         }
         // The slot is free before the caller can see the outcome.
@@ -99,8 +103,12 @@ impl<T: Send + 'static> Job for BodyJob<T> {
         if let Some(abandoned) = handoff.complete(outcome) {
             // The driver was dropped in between. This loop still holds its own slot of the
             // limit, so the outcome's destructors run as blocking code under it.
-            let _context = limit::enter_limit(limit);
+            let context = limit::enter_limit(limit);
             drop_as_blocking_code(abandoned);
+            drop(context);
+            let_go(&shared);
+            report_stopped(&shared, &span);
+            return;
         }
         let_go(&shared);
     }
@@ -126,17 +134,23 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             body,
             handoff,
             shared,
+            span,
             ..
         } = *self;
         // Its split ends here, the time it waited for a loop counted.
         shared.record.end();
         drop_caught(body);
-        // Given back if the driver is gone: dropped here.
-        drop_caught(handoff.complete(Outcome::Panicked(Box::new(
+        // Given back if the driver is gone: dropped here, and reported here.
+        let abandoned = handoff.complete(Outcome::Panicked(Box::new(
             "blocking-first: the tokio runtime shut down before this body could run its \
              blocking code; the body was dropped without finishing",
-        ))));
+        )));
+        let gone = abandoned.is_some();
+        drop_caught(abandoned);
         let_go(&shared);
+        if gone {
+            report_stopped(&shared, &span);
+        }
     }
 }
 
@@ -156,6 +170,14 @@ fn let_go(shared: &Arc<Shared>) {
     if shared.cancelled.load(Ordering::Acquire) {
         observe::deregister(shared);
     }
+}
+
+/// Reports a cancelled body that its loop stopped (its driver left that to the loop), with how
+/// long it ran after its caller let go. A subscriber's panic is dropped: the loop goes on.
+fn report_stopped(shared: &Shared, span: &Span) {
+    drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
+        observe::report(&shared.record, observe::Outcome::Cancelled, span, None);
+    })));
 }
 
 fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
@@ -181,8 +203,22 @@ enum HandoffState<T> {
     /// No outcome yet; the driver's waker, once it polled.
     Empty(Option<Waker>),
     Ready(Outcome<T>),
-    /// The driver was dropped: an outcome arriving now is dropped where it arrives.
+    /// The driver was dropped while a loop ran the body: an outcome arriving now is dropped
+    /// where it arrives, and the body reported there.
     Abandoned,
+    /// A loop stopped the body, cancelled, before the driver abandoned the handoff: the driver
+    /// reports it.
+    Stopped,
+}
+
+/// What a dropped driver found in the handoff.
+pub(super) enum Abandoned<T> {
+    /// The stretch's outcome, for the driver to drop.
+    Found(Outcome<T>),
+    /// Nothing yet: a loop still runs the body, and will drop and report it.
+    Running,
+    /// The loop stopped the body already: the driver reports it.
+    Stopped,
 }
 
 impl<T> Handoff<T> {
@@ -204,7 +240,25 @@ impl<T> Handoff<T> {
                 None
             }
             HandoffState::Abandoned => Some(outcome),
-            HandoffState::Ready(_) => unreachable!("one outcome per stretch"),
+            HandoffState::Ready(_) | HandoffState::Stopped => {
+                unreachable!("one outcome per stretch")
+            }
+        }
+    }
+
+    /// A loop stopped the body, cancelled, without an outcome for the driver: returns whether
+    /// the driver abandoned the handoff already (then the loop reports the body).
+    fn stop(&self) -> bool {
+        let mut state = lock(&self.0);
+        match mem::replace(&mut *state, HandoffState::Stopped) {
+            HandoffState::Empty(_) => false,
+            HandoffState::Abandoned => {
+                *state = HandoffState::Abandoned;
+                true
+            }
+            HandoffState::Ready(_) | HandoffState::Stopped => {
+                unreachable!("one outcome per stretch")
+            }
         }
     }
 
@@ -220,15 +274,19 @@ impl<T> Handoff<T> {
                 *state = HandoffState::Empty(Some(cx.waker().clone()));
                 Poll::Pending
             }
-            HandoffState::Abandoned => unreachable!("abandoned only by a dropped driver"),
+            HandoffState::Abandoned | HandoffState::Stopped => {
+                unreachable!("a body stopped by its loop was cancelled: its driver is gone")
+            }
         }
     }
 
-    /// The driver is dropped: returns the outcome if it arrived already.
-    pub(super) fn abandon(&self) -> Option<Outcome<T>> {
+    /// The driver is dropped: what it finds.
+    pub(super) fn abandon(&self) -> Abandoned<T> {
         match mem::replace(&mut *lock(&self.0), HandoffState::Abandoned) {
-            HandoffState::Ready(outcome) => Some(outcome),
-            HandoffState::Empty(_) | HandoffState::Abandoned => None,
+            HandoffState::Ready(outcome) => Abandoned::Found(outcome),
+            HandoffState::Empty(_) => Abandoned::Running,
+            HandoffState::Stopped => Abandoned::Stopped,
+            HandoffState::Abandoned => unreachable!("a driver is dropped once"),
         }
     }
 }

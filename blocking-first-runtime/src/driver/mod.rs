@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
 
+use crate::cancel;
 use crate::exec::{self, Priority};
 
 mod job;
@@ -30,7 +31,7 @@ use crate::span::Span;
 use crate::stats;
 use crate::sync::Ordering;
 use crate::unwind::drop_caught;
-use job::{BodyJob, Handoff, Outcome};
+use job::{Abandoned, BodyJob, Handoff, Outcome};
 pub(crate) use stretch::{Stretch, parked_or_io, run_stretch};
 
 /// A body, boxed once for the driver's whole life.
@@ -205,6 +206,9 @@ impl<T: Send + 'static> Drive<T> {
             return;
         }
         self.started = true;
+        // Polled first from another body's code (it awaits this one): that body's
+        // cancellation is this one's too.
+        self.shared.inherit(cancel::current_body());
         detect::read_env();
         observe::know(self.limit);
         let on = observe::is_enabled();
@@ -236,6 +240,7 @@ impl<T: Send + 'static> Drive<T> {
         // long poll stalls no task.
         let on_worker = !in_stretch();
         let _marked = on_worker.then(limit::OnWorker::enter);
+        let _body = cancel::enter_body(Some(self.shared.clone()));
         let polled = match detect::io_poll_threshold().filter(|_| on_worker) {
             None => body.as_mut().poll(&mut cx),
             Some(threshold) => {
@@ -314,31 +319,37 @@ impl<T: Send + 'static> Drive<T> {
 
 impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
+        // Timed first: how long the body runs for nobody counts from here.
+        let now = (self.started && self.shared.record.is_on()).then(observe::now);
+        if let Some(now) = now {
+            self.shared.record.cancel(now);
+        }
         self.shared.cancelled.store(true, Ordering::Release);
         // Reported last (a subscriber may panic), but timed now.
-        let report = (!mem::replace(&mut self.reported, true) && self.started).then(|| {
-            // A poll unwound: the body panicked on this thread (async mode, or inline). Not
-            // `thread::panicking()`: a body dropped while its caller unwinds was cancelled.
-            let outcome = if self.in_poll {
-                observe::Outcome::Panicked
-            } else {
-                observe::Outcome::Cancelled
-            };
-            (outcome, self.shared.record.is_on().then(observe::now))
-        });
+        // A poll unwound: the body panicked on this thread (async mode, or inline). Not
+        // `thread::panicking()`: a body dropped while its caller unwinds was cancelled.
+        let outcome = if self.in_poll {
+            observe::Outcome::Panicked
+        } else {
+            observe::Outcome::Cancelled
+        };
+        let report = (!mem::replace(&mut self.reported, true) && self.started).then_some(outcome);
         let mut on_a_loop = false;
         let leftover: Option<Box<dyn Send>> = match mem::replace(&mut self.state, State::Done) {
             State::Done => None,
             // Still queued: take it back. On a loop: the loop sees `cancelled` at the body's
-            // next boundary and drops it there; if its stretch ended already, what it ended with
-            // is in the handoff, to be dropped off the workers.
+            // next boundary, drops it there and reports it; if its stretch ended already, what
+            // it ended with is in the handoff, to be dropped off the workers.
             State::Hopping => match exec::withdraw(self.limit, Arc::as_ptr(&self.shared).cast()) {
                 Some(job) => Some(job),
                 None => match self.handoff.abandon() {
-                    Some(Outcome::Done(value)) => Some(Box::new(value)),
-                    Some(Outcome::Back(body)) => Some(Box::new(body)),
-                    Some(Outcome::Panicked(payload)) => Some(Box::new(CaughtDrop(payload))),
-                    None => {
+                    Abandoned::Found(Outcome::Done(value)) => Some(Box::new(value)),
+                    Abandoned::Found(Outcome::Back(body)) => Some(Box::new(body)),
+                    Abandoned::Found(Outcome::Panicked(payload)) => {
+                        Some(Box::new(CaughtDrop(payload)))
+                    }
+                    Abandoned::Stopped => None,
+                    Abandoned::Running => {
                         on_a_loop = true;
                         None
                     }
@@ -359,7 +370,9 @@ impl<T: Send + 'static> Drop for Drive<T> {
                 _ => drop(leftover),
             }
         }
-        if let Some((outcome, now)) = report {
+        // A body still running on a loop is reported by the loop when it stops, with how long
+        // it ran after this.
+        if let Some(outcome) = report.filter(|_| !on_a_loop) {
             let report = || observe::report(&self.shared.record, outcome, &self.span, now);
             if std::thread::panicking() {
                 // Dropped while its caller unwinds: a subscriber that panicked here would abort

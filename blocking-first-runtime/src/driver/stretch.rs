@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use crate::cancel;
 use crate::exec;
 use crate::limit::{InStretch, Limit};
 use crate::mode::Shared;
@@ -37,11 +39,13 @@ pub(crate) enum Stretch<T> {
 /// else is queued there, the loop waits a moment for the wake and continues in place.
 pub(crate) fn run_stretch<F: Future + ?Sized>(
     mut body: Pin<&mut F>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     waker: &Waker,
     on_loop: Option<&Limit>,
 ) -> Stretch<F::Output> {
     let mut cx = Context::from_waker(waker);
+    // What `is_cancelled` reads in the body's blocking code.
+    let _body = cancel::enter_body(Some(shared.clone()));
     shared.on_blocking.store(true, Ordering::Release);
     loop {
         if shared.cancelled.load(Ordering::Acquire) {

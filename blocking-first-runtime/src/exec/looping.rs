@@ -67,10 +67,32 @@ impl Drop for Starting {
     }
 }
 
+#[cfg(not(blocking_first_loom))]
+thread_local! {
+    /// The runtime whose blocking pool this thread is, while it runs a loop.
+    static LOOP_OF: std::cell::RefCell<Option<Arc<RuntimeLife>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Whether this thread runs a loop of a runtime that is shutting down (for `is_cancelled`).
+#[cfg(not(blocking_first_loom))]
+pub(crate) fn runtime_dying() -> bool {
+    LOOP_OF.with_borrow(|life| life.as_ref().is_some_and(|life| life.is_dead()))
+}
+
+/// Under loom no runtime dies (see `runtimes_loom.rs`).
+#[cfg(blocking_first_loom)]
+pub(crate) fn runtime_dying() -> bool {
+    false
+}
+
 /// A loop: runs jobs while there are any, lingers, ends. Its slot is given back at the end, also
 /// if a job unwinds through it.
 fn run_loop(limit: &'static Limit, life: Arc<RuntimeLife>) {
     life.enter();
+    // A blocking thread runs one loop at a time; the next loop on it replaces this.
+    #[cfg(not(blocking_first_loom))]
+    LOOP_OF.set(Some(life.clone()));
     let mut ending = Ending {
         limit,
         life,
@@ -137,6 +159,8 @@ impl Drop for Ending {
         let then = kick(limit, &mut queue);
         drop(queue);
         self.life.leave();
+        #[cfg(not(blocking_first_loom))]
+        LOOP_OF.set(None);
         then.run(limit, None);
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Record {
     pub(crate) registered: AtomicUsize,
     /// Its number among the bodies in flight.
     id: AtomicU64,
+    /// When its caller let go of it (0: it did not).
+    cancelled_at: AtomicU64,
 }
 
 const SHIFT: u32 = 58;
@@ -92,7 +94,23 @@ impl Record {
             overflow_at: AtomicU64::new(0),
             registered: AtomicUsize::new(0),
             id: AtomicU64::new(0),
+            cancelled_at: AtomicU64::new(0),
         }
+    }
+
+    /// The body's caller let go of it at `now`.
+    pub(crate) fn cancel(&self, now: u64) {
+        self.cancelled_at.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a cancelled body ran after its caller let go: from then to its end, if it ended
+    /// after (a body stopped by its driver at once ran for no time).
+    pub(crate) fn after_cancel(&self) -> Duration {
+        let at = self.cancelled_at.load(Ordering::Relaxed);
+        if at == 0 || self.kind.load(Ordering::Acquire) != ENDED {
+            return Duration::ZERO;
+        }
+        nanos(self.since.load(Ordering::Relaxed).saturating_sub(at))
     }
 
     /// At the body's first poll: records it from now on if observation is on, and logs its

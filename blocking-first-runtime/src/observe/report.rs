@@ -37,6 +37,8 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
         return;
     }
     let split = record.split(now);
+    // How long a cancelled body's blocking code ran for nobody (0 if it stopped at once).
+    let after_cancel = record.after_cancel();
     #[cfg(feature = "tracing")]
     {
         let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -55,12 +57,15 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
             io_us = us(split.io),
             parked_us = us(split.parked),
             hops = split.hops,
+            after_cancel_us = us(after_cancel),
             segments = %record.segments(now),
             "body {}", outcome.name(),
         );
     }
     #[cfg(feature = "metrics")]
-    metrics_of(record, outcome, &split);
+    metrics_of(record, outcome, &split, after_cancel);
+    #[cfg(not(feature = "metrics"))]
+    let _ = after_cancel;
 }
 
 /// One function's metric handles. Looking a metric up by name and labels costs thousands of
@@ -83,6 +88,7 @@ pub(crate) struct Handles {
     /// function that never panicked or never waited for a slot.
     body: [std::sync::OnceLock<metrics::Histogram>; 3],
     segments: [std::sync::OnceLock<metrics::Histogram>; 5],
+    after_cancel: std::sync::OnceLock<metrics::Histogram>,
     hops: metrics::Counter,
     in_use: metrics::Gauge,
     waiting: metrics::Gauge,
@@ -127,6 +133,7 @@ impl Handles {
         Handles {
             body: Default::default(),
             segments: Default::default(),
+            after_cancel: std::sync::OnceLock::new(),
             hops: metrics::counter!(
                 "blocking_first_hops_total", "function" => function, "limit" => limit,
             ),
@@ -137,7 +144,12 @@ impl Handles {
 }
 
 #[cfg(feature = "metrics")]
-fn metrics_of(record: &Record, outcome: Outcome, split: &super::Split) {
+fn metrics_of(
+    record: &Record,
+    outcome: Outcome,
+    split: &super::Split,
+    after_cancel: std::time::Duration,
+) {
     use super::Kind;
 
     let function = record.site.function;
@@ -165,6 +177,17 @@ fn metrics_of(record: &Record, outcome: Outcome, split: &super::Split) {
                     })
                     .record(time.as_secs_f64());
             }
+        }
+        if outcome == Outcome::Cancelled {
+            handles
+                .after_cancel
+                .get_or_init(|| {
+                    metrics::histogram!(
+                        "blocking_first_after_cancel_seconds",
+                        "function" => function, "limit" => limit,
+                    )
+                })
+                .record(after_cancel.as_secs_f64());
         }
         handles.hops.increment(u64::from(split.hops));
         // Sampled as each body ends. usize -> f64: exact below 2^53.
@@ -209,6 +232,12 @@ fn describe() {
         Unit::Seconds,
         "Time of each body in each kind (slot_wait, pool_queue, blocking, io, parked), for the \
          bodies that spent time in it"
+    );
+    metrics::describe_histogram!(
+        "blocking_first_after_cancel_seconds",
+        Unit::Seconds,
+        "How long each cancelled body ran after its caller let go of it (0: it stopped at once; \
+         see blocking_first::is_cancelled)"
     );
     metrics::describe_counter!(
         "blocking_first_hops_total",

@@ -29,6 +29,7 @@ impl Pool {
             task,
             runtime: self.runtime.clone(),
             span: crate::span::Span::current(),
+            body: crate::cancel::current_body(),
         });
         crate::exec::submit(limit, job, crate::exec::Priority::Branch, true).is_ok()
     }
@@ -56,6 +57,8 @@ struct BranchJob<F> {
     runtime: tokio::runtime::Handle,
     /// The caller's span, current in the branch as in the rest of the body.
     span: crate::span::Span,
+    /// The body whose branch this is: `is_cancelled` in the branch reads its cancellation.
+    body: Option<std::sync::Arc<crate::mode::Shared>>,
 }
 
 #[cfg(not(blocking_first_loom))]
@@ -66,6 +69,7 @@ impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
         // under this loop's slot, as it would in the body (see `limit::in_stretch`).
         let _marked = crate::limit::InStretch::enter();
         let _entered = self.span.enter();
+        let _body = crate::cancel::enter_body(self.body);
         (self.task)();
         drop(running);
     }
