@@ -961,6 +961,74 @@ async fn debug_bodies_lists_a_show_while_it_waits_on_the_preview_service() {
     );
 }
 
+/// The export is CSV of every note; a client that gives up on a long one stops it within
+/// 50 ms (its blocking code checks `check_cancelled()` per row), and the cap's slot goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_on_an_export_stops_it_and_frees_its_slot() {
+    const ROWS: i64 = 200;
+    const GIVES_UP: Duration = Duration::from_millis(100);
+    let exporting = || {
+        blocking_first::observe::in_flight()
+            .iter()
+            .any(|body| body.function.ends_with("::export_notes"))
+    };
+    let service = start(QUICK).await;
+    // The whole export, for a client that waits.
+    let answer = service
+        .http
+        .get(service.url("/notes/export.csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()[CONTENT_TYPE], "text/csv; charset=utf-8");
+    let csv = answer.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,title,tags,updated_at");
+    assert_eq!(
+        lines.len() as i64 - 1,
+        service.count("SELECT count(*) FROM notes")
+    );
+    assert!(lines[1].starts_with("1,\""), "{csv}");
+
+    // Enough notes for an export of at least ROWS × 2 ms, written behind the service's back.
+    let mut conn = rusqlite::Connection::open(&service.db_path).unwrap();
+    let tx = conn.transaction().unwrap();
+    for n in 0..ROWS {
+        tx.execute(
+            "INSERT INTO notes (title, body) VALUES (?1, '')",
+            [format!("note {n}")],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(GIVES_UP)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let gave_up = impatient.get(service.url("/notes/export.csv")).send().await;
+    let gave_up_at = Instant::now();
+    assert!(gave_up.unwrap_err().is_timeout());
+    assert!(started.elapsed() >= GIVES_UP);
+    while exporting() {
+        assert!(
+            gave_up_at.elapsed() < Duration::from_secs(5),
+            "the export ran on for nobody"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stopped_after = gave_up_at.elapsed();
+    assert!(
+        stopped_after <= Duration::from_millis(50),
+        "the export stopped {stopped_after:?} after its client gave up"
+    );
+    // Its slot went back: a show of a note is answered at once.
+    let (status, view) = service.get("/notes/1").await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_slow_shows_share_four_slots_without_holding_them_while_waiting() {
     const REQUESTS: u32 = 64;

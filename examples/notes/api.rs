@@ -45,6 +45,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status of a request whose client went away (nginx's 499): logged, never sent.
+pub const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+};
+
+impl From<blocking_first::Cancelled> for ApiError {
+    fn from(err: blocking_first::Cancelled) -> ApiError {
+        ApiError::new(CLIENT_GONE, err.to_string())
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> ApiError {
         match err {

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, http};
-use blocking_first::blocking_first;
+use blocking_first::{blocking_first, check_cancelled};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> Result<Running, BoxError> {
 pub fn router(app: App) -> Router {
     let routes = Router::new()
         .route("/notes", get(list_notes).post(create_note))
+        .route("/notes/export.csv", get(export_notes))
         .route(
             "/notes/{id}",
             get(show_note).put(update_note).delete(delete_note),
@@ -184,6 +185,35 @@ async fn list_notes(
     let conn = app.db.get()?;
     let notes = db::list_notes(&conn, query.tag.as_deref(), limit)?;
     Ok(Json(notes))
+}
+
+/// What rendering one exported row costs here: a stand-in for real per-row work (formatting a
+/// page of a report, resizing an image) that makes an export long enough to be worth stopping.
+pub const EXPORT_ROW_COST: Duration = Duration::from_millis(2);
+
+/// `GET /notes/export.csv`: every note as CSV. Long blocking work that checks per row whether
+/// its client is still there: one that gave up (or a timeout) stops it at the next row, and the
+/// thread, the slot and the connection go back to the requests that still wait.
+#[blocking_first(limit = DB)]
+async fn export_notes(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let conn = app.db.get()?;
+    let mut csv = String::from("id,title,tags,updated_at\n");
+    let mut rows = 0;
+    let exported = db::for_each_export_row(&conn, |row| {
+        check_cancelled()?;
+        std::thread::sleep(EXPORT_ROW_COST);
+        csv.push_str(&row.to_csv());
+        rows += 1;
+        Ok::<_, ApiError>(())
+    });
+    if let Err(err) = exported {
+        if err.status == api::CLIENT_GONE {
+            tracing::info!(rows, "export stopped: its client is gone");
+        }
+        return Err(err);
+    }
+    tracing::info!(rows, "notes exported");
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv))
 }
 
 /// `POST /notes`: 201 with the note and its `Location`.

@@ -216,6 +216,59 @@ pub fn list_notes(conn: &Connection, tag: Option<&str>, limit: u32) -> Result<Ve
     Ok(notes)
 }
 
+/// One row of `GET /notes/export.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    pub id: i64,
+    pub title: String,
+    /// Its tags, joined with `;`.
+    pub tags: String,
+    pub updated_at: String,
+}
+
+impl ExportRow {
+    /// The row as a CSV line: text fields quoted, quotes doubled.
+    pub fn to_csv(&self) -> String {
+        let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+        format!(
+            "{},{},{},{}\n",
+            self.id,
+            quoted(&self.title),
+            quoted(&self.tags),
+            self.updated_at
+        )
+    }
+}
+
+/// Hands every note to `row` as an [`ExportRow`], in id order, one at a time; stops at the
+/// first error `row` returns (a cancellation, say) without reading further.
+pub fn for_each_export_row<E: From<DbError>>(
+    conn: &Connection,
+    mut row: impl FnMut(ExportRow) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, title, updated_at,
+                    (SELECT COALESCE(group_concat(tag, ';'), '') FROM
+                       (SELECT tag FROM note_tags WHERE note_id = notes.id ORDER BY tag))
+             FROM notes ORDER BY id",
+        )
+        .map_err(DbError::from)?;
+    let mut rows = stmt.query([]).map_err(DbError::from)?;
+    while let Some(found) = rows.next().map_err(DbError::from)? {
+        let read = |found: &rusqlite::Row<'_>| -> rusqlite::Result<ExportRow> {
+            Ok(ExportRow {
+                id: found.get(0)?,
+                title: found.get(1)?,
+                updated_at: found.get(2)?,
+                tags: found.get(3)?,
+            })
+        };
+        row(read(found).map_err(DbError::from)?)?;
+    }
+    Ok(())
+}
+
 /// One note with its tags, or `None` if there is no such note.
 pub fn get_note(conn: &Connection, id: i64) -> Result<Option<Note>, DbError> {
     let note = conn
