@@ -13,6 +13,7 @@ mod preview;
 mod serve;
 mod upstream;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,8 +135,14 @@ async fn main() -> ExitCode {
         .ok()
         .and_then(|directives| directives.parse().ok())
         .unwrap_or_else(|| "info,notes=debug".parse().expect("valid directives"));
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
         .with(filter)
         .init();
     match run(args).await {
