@@ -1,14 +1,22 @@
-// The README's examples are compiled and run as the doc tests of the `blocking-first-tests`
-// package (`tests/lib.rs`), whose dependencies (an HTTP client among them) the library's
-// examples do not need to build.
-#![cfg_attr(not(doctest), doc = include_str!("../README.md"))]
+// The README's and the guide's examples are compiled and run as the doc tests of the
+// `blocking-first-tests` package (`tests/lib.rs`), whose dependencies (an HTTP client among them)
+// the library's examples do not need to build.
+//
+// `guide_links.md` comes first: where README.md and the guide's pages, read on GitHub, link to
+// `docs/*.md` files, the first definition of a link label wins, so on docs.rs the same links go
+// to the guide's modules (checked by rustdoc) and to the benchmark results in the repository.
+#![cfg_attr(
+    not(doctest),
+    doc = include_str!("guide_links.md"),
+    doc = include_str!("../README.md")
+)]
 #![warn(missing_docs)]
 
 /// Runs an `async fn`'s body as blocking code on tokio's blocking pool.
 ///
-/// Inside the body, `io! { .. }` marks async regions (run on the runtime, holding no thread while
-/// they wait) and `parallel! { a, b }` runs blocking branches side by side. See the
-/// [crate docs](crate) for the contract and the expansion.
+/// Inside the body, `io!(..)` marks async regions (run on the runtime, holding no thread while
+/// they wait) and `parallel!(a, b)` runs blocking branches side by side. See the
+/// [crate docs](crate) for the expansion and [the guide](guide) for the rest.
 ///
 /// Arguments:
 /// - `limit = PATH`: the `static` [`Limit`](limit::Limit) whose slots this function's blocking
@@ -28,7 +36,7 @@
 ///     // Blocking code: on tokio's blocking pool, at most 4 bodies at once.
 ///     let words = text.split_whitespace().count();
 ///     // Async code: on the runtime, holding no thread (and no slot) while it waits.
-///     io! { tokio::time::sleep(Duration::from_millis(1)).await };
+///     io!(tokio::time::sleep(Duration::from_millis(1)).await);
 ///     words
 /// }
 ///
@@ -51,14 +59,96 @@ pub use blocking_first_runtime::{Stats, reset_peak, stats};
 #[doc(hidden)]
 pub use blocking_first_runtime::__private;
 
-/// Guides: longer pages, whose examples are compiled and run as doc tests.
+/// The guide: longer pages, whose examples are compiled and run as doc tests.
+///
+/// - [The main example](guide::example): the notes service, what it prints, what to try, where
+///   each construct is; the hello and diesel examples.
+/// - [Caps, connections and pools](guide::connections): sizing a `Limit`, `pool::Pool`,
+///   connections across regions and in `parallel!` branches, the starvation detector.
+/// - [Nested calls](guide::nested_calls): annotated functions awaited from blocking code, and
+///   `Handle::block_on` in a branch.
+/// - [Semantics and limits](guide::semantics): where each part runs, the rules of the
+///   attribute, branches known at run time.
+/// - [Under overload](guide::overload): a bounded queue and `ShedLayer`, measured.
+/// - [Observing it in production](guide::observing): each body's time split in tracing,
+///   metrics and a list of bodies in flight; the detectors; what it costs.
+/// - [Guarantees](guide::guarantees): what holds and what does not, each with the test that
+///   checks it.
+/// - [Benchmarks](guide::benchmarks): what a hop costs, and six ways to write one handler under
+///   load.
+/// - [Coming from `interact`, `spawn_blocking` or `block_in_place`](guide::coming_from): one
+///   handler written each way.
+///
+/// Each page is a file under `docs/` in the repository. Its examples run as doc tests of the
+/// `blocking-first-tests` package, which has their dependencies.
 pub mod guide {
-    #[doc = include_str!("../docs/coming_from.md")]
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/example.md")
+    )]
+    pub mod example {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/connections.md")
+    )]
+    pub mod connections {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/nested_calls.md")
+    )]
+    pub mod nested_calls {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/semantics.md")
+    )]
+    pub mod semantics {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/overload.md")
+    )]
+    pub mod overload {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/observing.md")
+    )]
+    pub mod observing {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/guarantees.md")
+    )]
+    pub mod guarantees {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/benchmarks.md")
+    )]
+    pub mod benchmarks {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/coming_from.md")
+    )]
     pub mod coming_from {}
 }
 
-/// An async region: `io! { .. }` runs its statements on the tokio runtime, holding no blocking
-/// thread while they wait. Its value is the block's value.
+/// An async region: `io!(..)` runs its expression (or `io!({ .. })` its block) on the tokio
+/// runtime, holding no blocking thread while it waits. Its value is the expression's value.
+/// `io! { .. }` works too, but rustfmt formats only the parenthesised form.
 ///
 /// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function; the
 /// attribute rewrites it. Anywhere else this fallback reports the misuse. Inside it, `.await`,
@@ -74,7 +164,7 @@ pub mod guide {
 ///
 /// #[blocking_first]
 /// async fn title(id: u32) -> Result<String, std::io::Error> {
-///     let text = io! { fetch(id).await? }; // a `?` here returns from `title`
+///     let text = io!(fetch(id).await?); // a `?` here returns from `title`
 ///     Ok(text.to_uppercase()) // blocking code again
 /// }
 ///
@@ -96,21 +186,22 @@ macro_rules! io {
     };
 }
 
-/// Runs blocking branches side by side: `parallel! { a, b }` evaluates to `(a_value, b_value)`.
+/// Runs blocking branches side by side: `parallel!(a, b)` evaluates to `(a_value, b_value)`.
 ///
 /// Only valid directly in the body of a [`#[blocking_first]`](blocking_first) function, outside
 /// `io!`; the attribute rewrites it. In other blocking code use [`parallel::scope`] or
-/// [`parallel::map`]. Branches borrow the function's locals:
+/// [`parallel::map`]. `parallel! { a, b }` works too, but rustfmt formats only the parenthesised
+/// form. Branches borrow the function's locals:
 ///
 /// ```
 /// use blocking_first::blocking_first;
 ///
 /// #[blocking_first]
 /// async fn stats(numbers: Vec<u64>) -> (u64, u64) {
-///     parallel! {
-///         numbers.iter().sum::<u64>(),          // both branches borrow `numbers`
+///     parallel!(
+///         numbers.iter().sum::<u64>(), // both branches borrow `numbers`
 ///         numbers.iter().copied().max().unwrap_or(0),
-///     }
+///     )
 /// }
 ///
 /// #[tokio::main]
