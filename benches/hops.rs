@@ -54,6 +54,17 @@ async fn io_round_trip() -> u64 {
     black_box(before + 1)
 }
 
+/// `no_region` plus 1000 calls of `is_cancelled()`, as a long export checks once per row: the
+/// difference over `no_region` is a check's cost times 1000.
+#[blocking_first]
+async fn cancel_checks_1000() -> u64 {
+    let mut seen = 0;
+    for _ in 0..1000 {
+        seen += u64::from(black_box(blocking_first::is_cancelled()));
+    }
+    black_box(seen + 1)
+}
+
 /// An io region whose await completes at once: lazy switching keeps the body where it is.
 #[blocking_first]
 async fn io_without_suspension() -> u64 {
@@ -310,6 +321,12 @@ fn variants() -> Vec<Variant> {
             id: "no_region_unrecorded",
             what: "same, with recording of time splits off",
             run: |rt, n| unrecorded(rt, n, no_region),
+            counts_hops: true,
+        },
+        Variant {
+            id: "cancel_checks_1000",
+            what: "same, calling `is_cancelled()` 1000 times",
+            run: |rt, n| on_worker(rt, n, cancel_checks_1000),
             counts_hops: true,
         },
         Variant {
@@ -584,8 +601,9 @@ fn table(
 }
 
 /// What observing costs: each row over its base, per round (both measured in that round).
-const COSTS: [(&str, &str); 4] = [
+const COSTS: [(&str, &str); 5] = [
     ("no_region", "no_region_unrecorded"),
+    ("cancel_checks_1000", "no_region"),
     ("io_round_trip", "io_round_trip_unrecorded"),
     ("io_round_trip_detecting", "io_round_trip"),
     ("answer_watched", "answer_plain"),
@@ -594,8 +612,9 @@ const COSTS: [(&str, &str); 4] = [
 /// The [`COSTS`] table: median ratio, its interquartile range, and the median extra per call.
 fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
     let mut out = String::from(
-        "\nWhat observing costs: recording of time splits (on by default) against off, the \
-         detectors on against off, and `WorkerWatchLayer` against no layer, per round:\n\n\
+        "\nWhat observing costs: recording of time splits (on by default) against off, 1000 \
+         cancellation checks against none, the detectors on against off, and \
+         `WorkerWatchLayer` against no layer, per round:\n\n\
          | row / its base | median ratio | p25–p75 | median extra per call |\n\
          |---|---:|---:|---:|\n",
     );

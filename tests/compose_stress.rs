@@ -254,6 +254,12 @@ enum Step {
         id: u64,
         us: u64,
     },
+    /// Blocking work in 200 µs rows, for `us` at most, that stops once `is_cancelled()` says
+    /// so (a sleep of the generator's, one in four: the plans of older seeds keep their shape).
+    UntilCancelled {
+        id: u64,
+        us: u64,
+    },
     Spin {
         id: u64,
         us: u64,
@@ -383,6 +389,7 @@ impl Step {
     fn value(&self) -> Option<u64> {
         Some(match self {
             Step::Sleep { id, .. }
+            | Step::UntilCancelled { id, .. }
             | Step::Spin { id, .. }
             | Step::Io { id, .. }
             | Step::IoYield { id, .. }
@@ -446,6 +453,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Sleep { us, .. } => write!(f, "sleep{}", ms(*us)),
+            Step::UntilCancelled { us, .. } => write!(f, "until-cancelled{}", ms(*us)),
             Step::Spin { us, .. } => write!(f, "spin{}", ms(*us)),
             Step::Io { us, .. } => write!(f, "io{}", ms(*us)),
             Step::IoYield { spin_us: 0, .. } => f.write_str("io-yield"),
@@ -616,6 +624,10 @@ impl Gen {
         ]);
         let id = self.id();
         match choice {
+            0 if id % 4 == 0 => Step::UntilCancelled {
+                id,
+                us: self.short_us(),
+            },
             0 => Step::Sleep {
                 id,
                 us: self.short_us(),
@@ -1273,6 +1285,16 @@ struct Frame {
     rt: usize,
     /// A top-level body (its `io!` code runs in its caller's poll).
     top: bool,
+    /// The top-level call this frame belongs to.
+    call: Arc<CallState>,
+}
+
+/// A top-level call, as its frames see it.
+struct CallState {
+    /// Its future was dropped before it completed (set before the drop begins).
+    dropped: AtomicBool,
+    /// It is to be cancelled (a timeout or an abort, at most 30 ms after it starts).
+    will_cancel: bool,
 }
 
 /// What a body returns.
@@ -1337,6 +1359,7 @@ impl<'c> St<'c> {
             limit: target,
             rt: self.f.rt,
             top: false,
+            call: self.f.call.clone(),
         }
     }
 
@@ -1395,6 +1418,10 @@ impl<'c> St<'c> {
     fn sync_step(&mut self, step: &Step) {
         match step {
             Step::Sleep { id, us } => self.leaf(Some(*id), || sleep_us(*us)),
+            Step::UntilCancelled { id, us } => {
+                let frame = self.f.clone();
+                self.leaf(Some(*id), || until_cancelled(&frame, *us));
+            }
             Step::Spin { id, us } => self.leaf(Some(*id), || spin_us(*us)),
             Step::BlockOn { id, target, plan } => {
                 self.check_canary();
@@ -1434,6 +1461,47 @@ impl<'c> St<'c> {
             | Step::Nested { .. }
             | Step::Par { .. } => unreachable!("generated for bodies only: {step}"),
         }
+    }
+}
+
+/// How long after its call was dropped blocking code may go on without `is_cancelled()` saying
+/// so (a check every 200 µs; the margin is for loaded and sanitized runs).
+const SEES_CANCEL_WITHIN: Duration = Duration::from_millis(500);
+
+/// Works in 200 µs rows for `us` at most (for 2 s in a call that is to be cancelled: in effect,
+/// until it is); stops at the first `is_cancelled()`, which must never be true unless the
+/// frame's top-level call was dropped or its runtime shuts down, and must be within
+/// [`SEES_CANCEL_WITHIN`] after the call was dropped.
+fn until_cancelled(frame: &Frame, us: u64) {
+    let us = if frame.call.will_cancel {
+        us.max(2_000_000)
+    } else {
+        us
+    };
+    let start = Instant::now();
+    let mut dropped_seen: Option<Instant> = None;
+    while start.elapsed() < Duration::from_micros(us) {
+        let dropped = frame.call.dropped.load(SeqCst);
+        if blocking_first::is_cancelled() {
+            if !dropped && !frame.case.shutting[frame.rt].load(SeqCst) {
+                frame.case.problem(
+                    "is_cancelled() was true in blocking code of a call that was neither dropped \
+                     nor shut down",
+                );
+            }
+            return;
+        }
+        if dropped {
+            let seen = *dropped_seen.get_or_insert_with(Instant::now);
+            if seen.elapsed() > SEES_CANCEL_WITHIN {
+                frame.case.problem(format!(
+                    "blocking code of a dropped call did not see is_cancelled() within \
+                     {SEES_CANCEL_WITHIN:?}"
+                ));
+                return;
+            }
+        }
+        thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -1704,6 +1772,7 @@ type Payload = Box<dyn Any + Send + 'static>;
 /// Polls (and drops) a top-level call with [`IN_CALLER`] set, and catches its panic.
 struct CallerPoll {
     inner: Option<BoxFuture<Out>>,
+    state: Arc<CallState>,
 }
 
 impl Future for CallerPoll {
@@ -1732,6 +1801,9 @@ impl Future for CallerPoll {
 impl Drop for CallerPoll {
     fn drop(&mut self) {
         let _in = InCaller::enter();
+        if self.inner.is_some() {
+            self.state.dropped.store(true, SeqCst);
+        }
         self.inner.take();
     }
 }
@@ -1768,14 +1840,20 @@ fn forget_payload(payload: Payload) -> String {
 async fn run_call(case: Arc<Case>, index: usize, spec: Arc<CallSpecShared>) -> End {
     tokio::time::sleep(Duration::from_micros(spec.delay_us)).await;
     case.set_call(index, "running");
+    let state = Arc::new(CallState {
+        dropped: AtomicBool::new(false),
+        will_cancel: spec.cancel != Cancel::Never,
+    });
     let frame = Frame {
         case: case.clone(),
         limit: spec.limit,
         rt: spec.rt,
         top: true,
+        call: state.clone(),
     };
     let call = CallerPoll {
         inner: Some(call(spec.limit, frame, spec.plan.clone())),
+        state,
     };
     let result = match spec.cancel {
         Cancel::Timeout(us) => match tokio::time::timeout(Duration::from_micros(us), call).await {

@@ -9,12 +9,17 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use tokio::runtime::Id;
+
 use crate::mode::Shared;
 
+/// The body whose code this thread runs now (a stretch of its blocking code, one of its
+/// `parallel` branches, or its `io!` code being polled), and the runtime it belongs to if this
+/// thread may be one of that runtime's loops.
+type Current = Option<(Arc<Shared>, Option<Id>)>;
+
 thread_local! {
-    /// The body whose code this thread runs now: a stretch of its blocking code, one of its
-    /// `parallel` branches, or its `io!` code being polled.
-    static BODY: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    static BODY: RefCell<Current> = const { RefCell::new(None) };
 }
 
 /// Whether the body whose blocking code calls this was cancelled: its caller dropped the body's
@@ -56,9 +61,10 @@ thread_local! {
 /// [`parallel::map`]: crate::parallel::map
 #[must_use]
 pub fn is_cancelled() -> bool {
-    BODY.with_borrow(|body| {
-        body.as_deref()
-            .is_some_and(|body| body.is_cancelled() || crate::exec::runtime_dying())
+    BODY.with_borrow(|current| {
+        current.as_ref().is_some_and(|(body, runtime)| {
+            body.is_cancelled() || runtime.is_some_and(crate::exec::runtime_dying)
+        })
     })
 }
 
@@ -140,16 +146,17 @@ impl std::error::Error for Cancelled {}
 
 /// The body whose code this thread runs now, for a branch or a nested body to inherit.
 pub(crate) fn current_body() -> Option<Arc<Shared>> {
-    BODY.with_borrow(Clone::clone)
+    BODY.with_borrow(|current| current.as_ref().map(|(body, _)| body.clone()))
 }
 
-/// Makes `body` the one whose code this thread runs, until dropped.
-pub(crate) fn enter_body(body: Option<Arc<Shared>>) -> InBody {
-    InBody(BODY.replace(body))
+/// Makes `body` the one whose code this thread runs, until dropped. `runtime`: the runtime it
+/// belongs to, whose shutdown cancels it when this thread is one of that runtime's loops.
+pub(crate) fn enter_body(body: Option<Arc<Shared>>, runtime: Option<Id>) -> InBody {
+    InBody(BODY.replace(body.map(|body| (body, runtime))))
 }
 
 /// Guard from [`enter_body`]: puts the previous body back (also when a poll panics).
-pub(crate) struct InBody(Option<Arc<Shared>>);
+pub(crate) struct InBody(Current);
 
 impl Drop for InBody {
     fn drop(&mut self) {

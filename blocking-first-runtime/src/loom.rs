@@ -95,7 +95,7 @@ fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
         }));
         loop {
             // A stretch on a blocking thread...
-            match run_stretch(body.as_mut(), &shared, &waker, None) {
+            match run_stretch(body.as_mut(), &shared, &waker, None, None) {
                 Stretch::Done(()) => break,
                 Stretch::Back => {}
                 Stretch::Cancelled => unreachable!("the driver is alive"),

@@ -52,7 +52,13 @@ impl<T: Send + 'static> Job for BodyJob<T> {
             let _entered = span.enter();
             record.enter_hop();
             let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-                run_stretch(body.as_mut(), &shared, &waker, Some(limit))
+                run_stretch(
+                    body.as_mut(),
+                    &shared,
+                    &waker,
+                    Some(limit),
+                    Some(handle.id()),
+                )
             }));
             let ended = match &ran {
                 Ok(Stretch::Back) => record.enter(parked_or_io(&shared)),

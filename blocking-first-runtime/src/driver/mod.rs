@@ -240,7 +240,7 @@ impl<T: Send + 'static> Drive<T> {
         // long poll stalls no task.
         let on_worker = !in_stretch();
         let _marked = on_worker.then(limit::OnWorker::enter);
-        let _body = cancel::enter_body(Some(self.shared.clone()));
+        let _body = cancel::enter_body(Some(self.shared.clone()), None);
         let polled = match detect::io_poll_threshold().filter(|_| on_worker) {
             None => body.as_mut().poll(&mut cx),
             Some(threshold) => {
@@ -270,7 +270,10 @@ impl<T: Send + 'static> Drive<T> {
         let record = &self.shared.record;
         record.enter(Kind::Blocking);
         // A panic unwinds to the caller, whose drop of this driver reports it.
-        let stretch = run_stretch(body.as_mut(), &self.shared, &self.waker, None);
+        // Inside the awaiting body's stretch: its runtime is this body's (this thread may be one of
+        // its loops).
+        let runtime = Handle::try_current().ok().map(|handle| handle.id());
+        let stretch = run_stretch(body.as_mut(), &self.shared, &self.waker, None, runtime);
         let ended = match &stretch {
             Stretch::Done(_) => record.end(),
             _ => record.enter(parked_or_io(&self.shared)),

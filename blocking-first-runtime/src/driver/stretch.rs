@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use tokio::runtime::Id;
+
 use crate::cancel;
 use crate::exec;
 use crate::limit::{InStretch, Limit};
@@ -37,15 +39,18 @@ pub(crate) enum Stretch<T> {
 ///
 /// `on_loop`: the limit whose loop this is. When the body waits on a plain `.await` and nothing
 /// else is queued there, the loop waits a moment for the wake and continues in place.
+///
+/// `runtime`: the runtime the body belongs to (see [`cancel::enter_body`]).
 pub(crate) fn run_stretch<F: Future + ?Sized>(
     mut body: Pin<&mut F>,
     shared: &Arc<Shared>,
     waker: &Waker,
     on_loop: Option<&Limit>,
+    runtime: Option<Id>,
 ) -> Stretch<F::Output> {
     let mut cx = Context::from_waker(waker);
     // What `is_cancelled` reads in the body's blocking code.
-    let _body = cancel::enter_body(Some(shared.clone()));
+    let _body = cancel::enter_body(Some(shared.clone()), runtime);
     shared.on_blocking.store(true, Ordering::Release);
     loop {
         if shared.cancelled.load(Ordering::Acquire) {

@@ -23,10 +23,11 @@ pub(super) fn start_loop(limit: &'static Limit, handle: &Handle) -> bool {
     };
     PENDING_STARTS.fetch_add(1, Ordering::AcqRel);
     // A pool shutting down drops the closure unrun, right here or later: `Starting` reports it.
+    let runtime = handle.id();
     runtimes::spawn_blocking(handle, move || {
         let life = starting.life.take().expect("taken once");
         PENDING_STARTS.fetch_sub(1, Ordering::AcqRel);
-        run_loop(limit, life);
+        run_loop(limit, runtime, life);
     });
     // Already set: dropped unstarted right here, and the caller finds the queued jobs a loop.
     !settled.swap(true, Ordering::AcqRel)
@@ -70,29 +71,35 @@ impl Drop for Starting {
 #[cfg(not(blocking_first_loom))]
 thread_local! {
     /// The runtime whose blocking pool this thread is, while it runs a loop.
-    static LOOP_OF: std::cell::RefCell<Option<Arc<RuntimeLife>>> =
+    static LOOP_OF: std::cell::RefCell<Option<(tokio::runtime::Id, Arc<RuntimeLife>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Whether this thread runs a loop of a runtime that is shutting down (for `is_cancelled`).
+/// Whether this thread runs a loop of `runtime` and that runtime is shutting down (for
+/// `is_cancelled`). A loop of another runtime (limits are shared) says nothing of `runtime`.
 #[cfg(not(blocking_first_loom))]
-pub(crate) fn runtime_dying() -> bool {
-    LOOP_OF.with_borrow(|life| life.as_ref().is_some_and(|life| life.is_dead()))
+pub(crate) fn runtime_dying(runtime: tokio::runtime::Id) -> bool {
+    LOOP_OF.with_borrow(|of| {
+        of.as_ref()
+            .is_some_and(|(id, life)| *id == runtime && life.is_dead())
+    })
 }
 
 /// Under loom no runtime dies (see `runtimes_loom.rs`).
 #[cfg(blocking_first_loom)]
-pub(crate) fn runtime_dying() -> bool {
+pub(crate) fn runtime_dying(_runtime: tokio::runtime::Id) -> bool {
     false
 }
 
 /// A loop: runs jobs while there are any, lingers, ends. Its slot is given back at the end, also
 /// if a job unwinds through it.
-fn run_loop(limit: &'static Limit, life: Arc<RuntimeLife>) {
+fn run_loop(limit: &'static Limit, runtime: tokio::runtime::Id, life: Arc<RuntimeLife>) {
     life.enter();
     // A blocking thread runs one loop at a time; the next loop on it replaces this.
     #[cfg(not(blocking_first_loom))]
-    LOOP_OF.set(Some(life.clone()));
+    LOOP_OF.set(Some((runtime, life.clone())));
+    #[cfg(blocking_first_loom)]
+    let _ = runtime;
     let mut ending = Ending {
         limit,
         life,

@@ -69,7 +69,7 @@ impl<F: FnOnce() + Send> crate::exec::Job for BranchJob<F> {
         // under this loop's slot, as it would in the body (see `limit::in_stretch`).
         let _marked = crate::limit::InStretch::enter();
         let _entered = self.span.enter();
-        let _body = crate::cancel::enter_body(self.body);
+        let _body = crate::cancel::enter_body(self.body, Some(self.runtime.id()));
         (self.task)();
         drop(running);
     }
