@@ -277,6 +277,13 @@ fn a_nested_body_sees_its_outermost_callers_cancellation() {
         rows
     }
 
+    // Awaited right in the caller's blocking code, same cap: inline, under the caller's slot.
+    #[blocking_first]
+    async fn outer_awaiting(seen: Arc<Seen>) -> Result<usize, Cancelled> {
+        let _stop = seen.stop_guard();
+        inner(seen.clone()).await
+    }
+
     // Awaited from branches: one dispatched to a loop, one on the caller's thread.
     #[blocking_first]
     async fn outer_of_branches(seen: Arc<Seen>) -> Result<usize, Cancelled> {
@@ -289,12 +296,12 @@ fn a_nested_body_sees_its_outermost_callers_cancellation() {
     }
 
     on_both_flavors(|| async {
-        for branches in [false, true] {
+        for how in ["block_on", "branches", "await"] {
             let seen = Seen::new();
-            let task = if branches {
-                tokio::spawn(outer_of_branches(seen.clone()))
-            } else {
-                tokio::spawn(outer(seen.clone()))
+            let task = match how {
+                "block_on" => tokio::spawn(outer(seen.clone())),
+                "branches" => tokio::spawn(outer_of_branches(seen.clone())),
+                _ => tokio::spawn(outer_awaiting(seen.clone())),
             };
             let started = seen.clone();
             off_workers(move || started.wait_started()).await;
@@ -304,9 +311,12 @@ fn a_nested_body_sees_its_outermost_callers_cancellation() {
             let stopped = seen.clone();
             off_workers(move || stopped.wait_stopped()).await;
             let saw_at = seen.saw_at.load(Ordering::SeqCst);
-            assert!(saw_at > 0, "branches={branches}: never seen");
+            assert!(saw_at > 0, "{how}: never seen");
             let late = Duration::from_micros(saw_at.saturating_sub(let_go));
-            assert!(late < Duration::from_millis(500), "seen {late:?} late");
+            assert!(
+                late < Duration::from_millis(500),
+                "{how}: seen {late:?} late"
+            );
             assert!(
                 !seen.wrong.load(Ordering::SeqCst),
                 "the outer body's own code did not see its cancellation"

@@ -255,7 +255,8 @@ enum Step {
         us: u64,
     },
     /// Blocking work in 200 µs rows, for `us` at most, that stops once `is_cancelled()` says
-    /// so (a sleep of the generator's, one in four: the plans of older seeds keep their shape).
+    /// so (a sleep of the generator's, one in four, one in two in nested bodies: the plans of
+    /// older seeds keep their shape).
     UntilCancelled {
         id: u64,
         us: u64,
@@ -624,7 +625,8 @@ impl Gen {
         ]);
         let id = self.id();
         match choice {
-            0 if id % 4 == 0 => Step::UntilCancelled {
+            // More of them in nested bodies, where cancellation reaches through the caller.
+            0 if id % 4 == 0 || (ctx.depth > 0 && id % 2 == 0) => Step::UntilCancelled {
                 id,
                 us: self.short_us(),
             },

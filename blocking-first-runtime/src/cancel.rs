@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use tokio::runtime::Id;
 
+use crate::exec::Dying;
 use crate::mode::Shared;
 
 /// The body whose code this thread runs now (a stretch of its blocking code, one of its
-/// `parallel` branches, or its `io!` code being polled), and the runtime it belongs to if this
-/// thread may be one of that runtime's loops.
-type Current = Option<(Arc<Shared>, Option<Id>)>;
+/// `parallel` branches, or its `io!` code being polled), and the shutdown of the runtime it
+/// belongs to if this thread is one of that runtime's loops.
+type Current = Option<(Arc<Shared>, Option<Dying>)>;
 
 thread_local! {
     static BODY: RefCell<Current> = const { RefCell::new(None) };
@@ -62,8 +63,8 @@ thread_local! {
 #[must_use]
 pub fn is_cancelled() -> bool {
     BODY.with_borrow(|current| {
-        current.as_ref().is_some_and(|(body, runtime)| {
-            body.is_cancelled() || runtime.is_some_and(crate::exec::runtime_dying)
+        current.as_ref().is_some_and(|(body, dying)| {
+            body.is_cancelled() || dying.as_ref().is_some_and(Dying::is_set)
         })
     })
 }
@@ -152,7 +153,8 @@ pub(crate) fn current_body() -> Option<Arc<Shared>> {
 /// Makes `body` the one whose code this thread runs, until dropped. `runtime`: the runtime it
 /// belongs to, whose shutdown cancels it when this thread is one of that runtime's loops.
 pub(crate) fn enter_body(body: Option<Arc<Shared>>, runtime: Option<Id>) -> InBody {
-    InBody(BODY.replace(body.map(|body| (body, runtime))))
+    let dying = runtime.and_then(crate::exec::dying);
+    InBody(BODY.replace(body.map(|body| (body, dying))))
 }
 
 /// Guard from [`enter_body`]: puts the previous body back (also when a poll panics).

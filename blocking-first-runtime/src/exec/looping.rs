@@ -75,20 +75,30 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Whether this thread runs a loop of `runtime` and that runtime is shutting down (for
-/// `is_cancelled`). A loop of another runtime (limits are shared) says nothing of `runtime`.
+/// A runtime's shutdown, as blocking code of one of its bodies reads it (for `is_cancelled`).
+pub(crate) struct Dying(Arc<RuntimeLife>);
+
+impl Dying {
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.is_dead()
+    }
+}
+
+/// If this thread runs a loop of `runtime`: that runtime's shutdown. A loop of another runtime
+/// (limits are shared) says nothing of `runtime`.
 #[cfg(not(blocking_first_loom))]
-pub(crate) fn runtime_dying(runtime: tokio::runtime::Id) -> bool {
+pub(crate) fn dying(runtime: tokio::runtime::Id) -> Option<Dying> {
     LOOP_OF.with_borrow(|of| {
         of.as_ref()
-            .is_some_and(|(id, life)| *id == runtime && life.is_dead())
+            .filter(|(id, _)| *id == runtime)
+            .map(|(_, life)| Dying(life.clone()))
     })
 }
 
 /// Under loom no runtime dies (see `runtimes_loom.rs`).
 #[cfg(blocking_first_loom)]
-pub(crate) fn runtime_dying(_runtime: tokio::runtime::Id) -> bool {
-    false
+pub(crate) fn dying(_runtime: tokio::runtime::Id) -> Option<Dying> {
+    None
 }
 
 /// A loop: runs jobs while there are any, lingers, ends. Its slot is given back at the end, also

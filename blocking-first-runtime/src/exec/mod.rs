@@ -43,7 +43,7 @@ mod runtimes_loom;
 use runtimes_loom as runtimes;
 
 use looping::start_loop;
-pub(crate) use looping::{Running, runtime_dying, wait_in_place};
+pub(crate) use looping::{Dying, Running, dying, wait_in_place};
 
 /// How long an idle loop waits for work before it ends and gives its slot back (and its thread
 /// back to tokio's blocking pool, where other limits and `spawn_blocking` may need it).
