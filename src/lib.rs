@@ -72,6 +72,8 @@ pub use blocking_first_runtime::__private;
 /// - [Under overload](guide::overload): a bounded queue and `ShedLayer`, measured.
 /// - [Observing it in production](guide::observing): each body's time split in tracing,
 ///   metrics and a list of bodies in flight; the detectors; what it costs.
+/// - [Cancellation](guide::cancellation): `is_cancelled()` and `check_cancelled()` stop the
+///   blocking work of a request whose client is gone; what cancels a handler in axum, measured.
 /// - [Guarantees](guide::guarantees): what holds and what does not, each with the test that
 ///   checks it.
 /// - [Benchmarks](guide::benchmarks): what a hop costs, and six ways to write one handler under
@@ -137,6 +139,13 @@ pub mod guide {
         doc = include_str!("../docs/benchmarks.md")
     )]
     pub mod benchmarks {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/cancellation.md")
+    )]
+    pub mod cancellation {}
 
     #[cfg_attr(
         not(doctest),

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower_http::timeout::TimeoutLayer;
 
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 /// The longest a handler here works if nobody cancels it.
 const LONG: Duration = Duration::from_secs(10);
 

@@ -32,4 +32,7 @@ mod guide {
 
     #[doc = include_str!("../docs/coming_from.md")]
     mod coming_from {}
+
+    #[doc = include_str!("../docs/cancellation.md")]
+    mod cancellation {}
 }
