@@ -14,12 +14,15 @@ struct Shard {
     listed: u64,
 }
 
-static SHARDS_OF: [Mutex<Shard>; SHARDS] = [const {
-    Mutex::new(Shard {
-        bodies: Vec::new(),
-        listed: 0,
-    })
-}; SHARDS];
+// A `const` item, not an inline `const { }` block (Rust 1.79), to repeat in the array: each
+// element is a fresh copy, never shared.
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Mutex<Shard> = Mutex::new(Shard {
+    bodies: Vec::new(),
+    listed: 0,
+});
+
+static SHARDS_OF: [Mutex<Shard>; SHARDS] = [EMPTY; SHARDS];
 
 fn shard_of(shared: &Arc<Shared>) -> usize {
     // Skip the low bits: neighbouring allocations of this size differ above them.
