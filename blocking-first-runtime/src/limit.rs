@@ -26,12 +26,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+mod adaptive;
 mod admission;
 mod context;
 mod error;
 mod slot;
 mod stats_of;
 
+pub use admission::QUEUE_TIME_INTERVAL;
 #[cfg(all(feature = "r2d2", feature = "tracing"))]
 pub(crate) use context::job;
 #[cfg(feature = "r2d2")]
@@ -148,6 +150,13 @@ pub struct Limit {
     shed: AtomicU64,
     /// Listed in `observe::limits`.
     known: AtomicBool,
+    /// Set by [`Limit::adaptive`].
+    adaptive: Option<adaptive::Adaptive>,
+    /// Shedding by time in queue ([`Limit::with_max_queue_time`]).
+    queue_time: admission::QueueTime,
+    /// Permits not to hand out again when they come back: an adaptive limit that shrank below
+    /// what was taken (`capacity + debt` permits exist).
+    debt: AtomicUsize,
 }
 
 impl Limit {
@@ -187,6 +196,9 @@ impl Limit {
             max_waiting: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
             known: AtomicBool::new(false),
+            adaptive: None,
+            queue_time: admission::QueueTime::new(0),
+            debt: AtomicUsize::new(0),
         }
     }
 
@@ -203,7 +215,8 @@ impl Limit {
         }
     }
 
-    /// Changes the cap (0 removes it). Meant for start-up.
+    /// Changes the cap (0 removes it). Meant for start-up. On an [adaptive](Limit::adaptive)
+    /// limit it fixes the cap: the limit stops adapting.
     ///
     /// Fails, changing nothing, if `capacity` is above [`MAX_CAPACITY`], while any slot is
     /// taken or awaited, or while a connection pool sized by this limit is alive. The check and
@@ -219,8 +232,10 @@ impl Limit {
         let old = self.capacity.load(Ordering::Acquire);
         // Every permit back at once, or nothing: `permits(old)` fits in a u32 by construction.
         // Idle loops hold one each: they are retired, their permits counted as taken back. A
-        // loop just finishing a job is given a moment to go idle.
-        let all = u32::try_from(permits(old)).expect("permits fit in a u32");
+        // loop just finishing a job is given a moment to go idle. An adaptive limit that shrank
+        // has `debt` permits more than its capacity.
+        let debt = self.debt.load(Ordering::Acquire);
+        let all = u32::try_from(permits(old) + debt).expect("permits fit in a u32");
         let deadline = Instant::now() + SETTLE;
         loop {
             // Under the queue's lock: no job can be queued between the change and the new
@@ -231,6 +246,10 @@ impl Limit {
                     return false;
                 };
                 taken.forget();
+                self.debt.store(0, Ordering::Release);
+                if let Some(adaptive) = &self.adaptive {
+                    adaptive.on.store(false, Ordering::Relaxed);
+                }
                 self.capacity.store(capacity, Ordering::Release);
                 self.semaphore.add_permits(permits(capacity));
                 true
@@ -250,7 +269,13 @@ impl Limit {
     #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
     pub(crate) fn size_pool(&'static self) -> Result<PoolSizing, CapacityError> {
         let _config = self.lock_config();
-        let Some(size) = self.capacity() else {
+        // An adaptive limit's pool has room for its ceiling.
+        let ceiling = self
+            .adaptive
+            .as_ref()
+            .filter(|adaptive| adaptive.is_on())
+            .map(|adaptive| adaptive.max);
+        let Some(size) = ceiling.or(self.capacity()) else {
             return Err(self.error(CapacityErrorKind::Unbounded));
         };
         self.pools.fetch_add(1, Ordering::AcqRel);
@@ -278,7 +303,13 @@ impl Limit {
             waiting: self.waiting.load(Ordering::Acquire),
             loops: self.exec.loops(),
             max_waiting: self.max_waiting(),
+            max_queue_time: self.max_queue_time(),
             shed: self.shed.load(Ordering::Relaxed),
+            bounds: self
+                .adaptive
+                .as_ref()
+                .filter(|adaptive| adaptive.is_on())
+                .map(|adaptive| (adaptive.min, adaptive.max)),
         }
     }
 
@@ -304,9 +335,17 @@ impl Limit {
         }
     }
 
-    /// Gives back a permit taken with [`Limit::take_loop_slot`].
+    /// Gives back a permit taken with [`Limit::take_loop_slot`] (kept, if the limit owes one).
     pub(crate) fn give_back_loop_slot(&self) {
-        self.semaphore.add_permits(1);
+        let owed = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
+                debt.checked_sub(1)
+            })
+            .is_ok();
+        if !owed {
+            self.semaphore.add_permits(1);
+        }
     }
 
     /// Counts a job running on a loop as a slot in use until dropped.

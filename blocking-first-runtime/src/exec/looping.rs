@@ -123,12 +123,15 @@ fn run_loop(limit: &'static Limit, runtime: tokio::runtime::Id, life: Arc<Runtim
     });
     let mut queue = exec.lock();
     loop {
-        if ending.life.is_dead() {
+        // An adaptive limit that shrank: this loop's slot is one it owes.
+        if ending.life.is_dead() || limit.owes_slots() {
             return;
         }
         if let Some(entry) = queue.pop() {
             limit.queued_changed(-1, entry.returning);
+            let drained = queue.is_empty();
             drop(queue);
+            limit.dequeued(entry.queued_at, drained);
             run_job(limit, entry.job);
             queue = exec.lock();
             continue;
@@ -239,10 +242,16 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
         _context: limit::enter_limit(limit),
         _busy: limit.busy(),
     };
+    // An adaptive limit learns from how long its jobs take.
+    let clock = limit.times_jobs().then(Instant::now);
     // A job catches its own panics (a body's reaches its caller, as does a panic of the
     // observers around its stretch); one escaping anyway (a subscriber panicking as a branch
     // enters its span) must not take the loop's accounting down, and is reported.
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| job.run(limit, running))) {
+    let ran = panic::catch_unwind(AssertUnwindSafe(|| job.run(limit, running)));
+    if let Some(start) = clock {
+        limit.job_took(start.elapsed());
+    }
+    if let Err(payload) = ran {
         let message = payload
             .downcast_ref::<&str>()
             .copied()

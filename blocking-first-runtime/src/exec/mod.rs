@@ -117,6 +117,9 @@ struct Entry {
     seq: u64,
     /// Counted in the limit's `returning` (a started body that had to wait): the detector's cue.
     returning: bool,
+    /// When it was queued (`observe::now`), if the limit sheds by time in queue and the job
+    /// had to wait for a slot; 0 otherwise.
+    queued_at: u64,
 }
 
 /// An idle loop, as the queue sees it.
@@ -270,10 +273,16 @@ pub(crate) fn submit(
         && priority == Priority::Started
         && limit.capacity().is_some();
     job.queued(matches!(then, Then::Nothing));
+    let waits = matches!(then, Then::Nothing);
     let entry = Entry {
         job,
         seq,
         returning,
+        queued_at: if waits && limit.max_queue_time().is_some() {
+            crate::observe::now()
+        } else {
+            0
+        },
     };
     match priority {
         Priority::Fresh => queue.fresh.push_back(entry),
@@ -314,6 +323,19 @@ pub(crate) fn give_back_slot(limit: &'static Limit) {
     let then = kick(limit, &mut queue);
     drop(queue);
     then.run(limit, None);
+}
+
+/// After an adaptive limit grew by `more` slots: loops for as many queued jobs.
+pub(crate) fn serve_queued(limit: &'static Limit, more: usize) {
+    for _ in 0..more.min(limit.waiting()) {
+        let mut queue = limit.exec.lock();
+        let then = kick(limit, &mut queue);
+        drop(queue);
+        if matches!(then, Then::Nothing) {
+            return;
+        }
+        then.run(limit, None);
+    }
 }
 
 /// Under the lock: makes sure a queued job has a loop coming.

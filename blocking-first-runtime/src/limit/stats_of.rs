@@ -7,8 +7,11 @@
 pub struct LimitStats {
     /// The limit's name.
     pub name: &'static str,
-    /// The cap, `None` when unbounded.
+    /// The cap, `None` when unbounded; an adaptive limit's current capacity.
     pub capacity: Option<usize>,
+    /// An adaptive limit's floor and ceiling ([`Limit::adaptive`](super::Limit::adaptive));
+    /// `None` for a fixed or unbounded one.
+    pub bounds: Option<(usize, usize)>,
     /// Slots taken now (bodies in blocking code plus dispatched `parallel` branches).
     pub in_use: usize,
     /// The most slots ever taken at once (see [`Limit::reset_peak`](super::Limit::reset_peak)).
@@ -18,6 +21,8 @@ pub struct LimitStats {
     /// Blocking loops alive now (each is one thread of tokio's blocking pool, holding one slot;
     /// at most the cap).
     pub loops: usize,
+    /// The time in queue past which the limit counts as full ([`Limit::with_max_queue_time`](super::Limit::with_max_queue_time)).
+    pub max_queue_time: Option<std::time::Duration>,
     /// The queue length at which the limit counts as full ([`Limit::with_max_waiting`](super::Limit::with_max_waiting)).
     pub max_waiting: Option<usize>,
     /// Requests turned away since start because the queue was full (by `blocking_first::tower`'s

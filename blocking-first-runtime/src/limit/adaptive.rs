@@ -1,0 +1,337 @@
+//! An adaptive limit: a capacity that moves between a floor and a ceiling from the time its
+//! blocking stretches take.
+//!
+//! # The signal
+//!
+//! Every job a loop of the limit runs (a stretch of a body's blocking code, a `parallel`
+//! branch) is timed: one clock read at each end. That is the time the *resource* behind the
+//! limit takes (a database serving its queries, the CPU), measured where it is spent, apart from
+//! the time a body waits for a slot and from its `io!` time. A resource that serves `N` at once
+//! keeps that time flat up to `N` concurrent stretches; past `N` the stretches queue inside it and
+//! the time grows with the concurrency. Work that waits on something unbounded (a sleep, a remote
+//! call from blocking code) keeps it flat at any concurrency.
+//!
+//! # The algorithm
+//!
+//! Samples are gathered in windows (at least 16 stretches and 50 ms, or 4 stretches and 1 s).
+//! At the end of each window, with `rtt` the window's mean stretch time and `base` the no-load
+//! time:
+//!
+//! - `rtt > 1.25 × base`: the resource queues; the capacity becomes
+//!   `capacity × max(0.5, 1.25 × base / rtt)` (gradient2's multiplicative decrease, with its
+//!   tolerance);
+//! - otherwise, if the limit was used (a job waited for a slot, or at least half the slots were
+//!   busy on average): `capacity + max(1, √capacity)` (gradient2's queue allowance, and its guard
+//!   against growing while the application, not the resource, limits the throughput);
+//! - otherwise unchanged; always within `[min, max]`.
+//!
+//! `base` is where gradient2 and Vegas fail in known ways:
+//!
+//! - a long average of loaded times drifts upward under constant load, and the limit with it
+//!   (Netflix concurrency-limits#165). Here `base` is the lowest window mean seen, and it only
+//!   rises on evidence: a window whose concurrency fell by a quarter or more from the previous
+//!   one while its time fell by less than a tenth. Queueing would have made it fall with the
+//!   concurrency; it did not, so the work itself got slower (a phase change), and `base` becomes
+//!   that time.
+//! - Envoy's periodic probe at a minimal concurrency sheds requests (envoyproxy/envoy#8337):
+//!   there is no probe. A limit whose work got faster sees it at once (a lower mean); one whose
+//!   work got slower shrinks, and the shrinking is what shows the time did not follow.
+//!
+//! Shrinking never stops a running stretch: permits above the new capacity are not handed out
+//! again when they come back, and a loop ends instead of taking its next job while the limit owes
+//! slots (`Limit::debt`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Limit;
+
+/// Smallest window: stretches and time.
+const WINDOW_SAMPLES: u64 = 16;
+const WINDOW_TIME: u64 = 50_000_000;
+/// A slow resource's window: fewer stretches, longer.
+const SLOW_SAMPLES: u64 = 4;
+const SLOW_TIME: u64 = 1_000_000_000;
+/// How far above the no-load time a window's mean may be before the limit shrinks.
+const TOLERANCE: f64 = 1.25;
+
+/// The adaptive part of a [`Limit`] made with [`Limit::adaptive`].
+pub(crate) struct Adaptive {
+    pub(super) min: usize,
+    pub(super) max: usize,
+    /// Cleared by `set_capacity`: the limit keeps a fixed cap from then on.
+    pub(super) on: AtomicBool,
+    /// The window in progress.
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+    /// Slots in use, summed at each sample (the window's mean concurrency).
+    sum_in_use: AtomicU64,
+    /// A job waited for a slot during the window.
+    queued: AtomicBool,
+    /// When the window began (`observe::now`, ns; 0: not yet).
+    started: AtomicU64,
+    control: Mutex<Control>,
+}
+
+/// What the adaptation remembers between windows.
+#[derive(Debug, Clone, Copy)]
+struct Control {
+    /// The no-load stretch time (ns); 0 before the first window.
+    base: f64,
+    /// The previous window's mean concurrency and mean time.
+    previous: Option<(f64, f64)>,
+}
+
+/// One window's end, for the event and the tests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) rtt: Duration,
+    pub(crate) base: Duration,
+    pub(crate) concurrency: f64,
+}
+
+impl Adaptive {
+    pub(super) const fn new(min: usize, max: usize) -> Adaptive {
+        Adaptive {
+            min,
+            max,
+            on: AtomicBool::new(true),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            sum_in_use: AtomicU64::new(0),
+            queued: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            control: Mutex::new(Control {
+                base: 0.0,
+                previous: None,
+            }),
+        }
+    }
+
+    pub(super) fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Adds a stretch of `ns`, run while `in_use` slots were taken and `waiting` jobs queued;
+    /// returns the window's numbers if this sample ends it.
+    fn add(&self, ns: u64, in_use: usize, waiting: usize, now: u64) -> Option<(f64, f64, bool)> {
+        let started = match self.started.load(Ordering::Relaxed) {
+            0 => {
+                // The first sample starts the first window.
+                let _ = self
+                    .started
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                now
+            }
+            at => at,
+        };
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.sum_in_use.fetch_add(in_use as u64, Ordering::Relaxed);
+        if waiting > 0 {
+            self.queued.store(true, Ordering::Relaxed);
+        }
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let elapsed = now.saturating_sub(started);
+        let ends = (count >= WINDOW_SAMPLES && elapsed >= WINDOW_TIME)
+            || (count >= SLOW_SAMPLES && elapsed >= SLOW_TIME);
+        if !ends {
+            return None;
+        }
+        // One closer per window: the one that resets its start. Samples racing with the reset
+        // count in the next window.
+        if self
+            .started
+            .compare_exchange(started, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let count = self.count.swap(0, Ordering::Relaxed).max(1);
+        let sum = self.sum_ns.swap(0, Ordering::Relaxed);
+        let in_use = self.sum_in_use.swap(0, Ordering::Relaxed);
+        let queued = self.queued.swap(false, Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        Some((
+            sum as f64 / count as f64,
+            in_use as f64 / count as f64,
+            queued,
+        ))
+    }
+
+    /// The capacity after a window of mean time `rtt` (ns) at mean concurrency `concurrency`,
+    /// from `capacity`.
+    fn decide(&self, capacity: usize, rtt: f64, concurrency: f64, queued: bool) -> Decision {
+        let mut control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if control.base == 0.0 || rtt < control.base {
+            control.base = rtt;
+        } else if capacity == self.min && rtt > TOLERANCE * control.base {
+            // Still slow at the floor, a whole window long: not queueing, the work got slower.
+            control.base = rtt;
+        }
+        control.previous = Some((concurrency, rtt));
+        #[allow(clippy::cast_precision_loss)]
+        let current = capacity as f64;
+        let target = if rtt > TOLERANCE * control.base {
+            (current * (TOLERANCE * control.base / rtt).max(0.5)).floor()
+        } else if queued || concurrency >= current / 2.0 {
+            (current + current.sqrt().max(1.0)).ceil()
+        } else {
+            current
+        };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let to = (target as usize).clamp(self.min, self.max);
+        Decision {
+            from: capacity,
+            to,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            rtt: Duration::from_nanos(rtt as u64),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            base: Duration::from_nanos(control.base as u64),
+            concurrency,
+        }
+    }
+}
+
+impl Limit {
+    /// A limit whose capacity moves between `min` and `max` from what its bodies measure: it
+    /// starts at `min`, grows while the time its blocking stretches take stays flat and its slots
+    /// are used, and shrinks when that time rises (the resource behind it queues). See the
+    /// module `limit`'s docs for the algorithm, [`LimitStats::capacity`] for where it is now.
+    ///
+    /// [`Limit::set_capacity`] fixes it (the limit stops adapting). A
+    /// `blocking_first::pool::Pool` sized by it has `max` connections (opened as needed), so the
+    /// pool never caps below the limit.
+    ///
+    /// ```
+    /// # use blocking_first_runtime as blocking_first;
+    /// use blocking_first::limit::Limit;
+    ///
+    /// /// Between 2 and 64 bodies in database code, wherever the database serves best.
+    /// static DB: Limit = Limit::adaptive("db", 2, 64);
+    ///
+    /// assert_eq!(DB.capacity(), Some(2)); // it starts at its floor
+    /// assert_eq!(DB.stats().bounds, Some((2, 64)));
+    /// ```
+    ///
+    /// # Panics
+    /// If `min` is 0, `max` is below `min`, or `max` is above [`MAX_CAPACITY`] (at compile time
+    /// when used in a `static`).
+    ///
+    /// [`LimitStats::capacity`]: super::LimitStats::capacity
+    /// [`MAX_CAPACITY`]: super::MAX_CAPACITY
+    pub const fn adaptive(name: &'static str, min: usize, max: usize) -> Limit {
+        assert!(min > 0, "an adaptive Limit needs at least one slot");
+        assert!(max >= min, "an adaptive Limit's max is at least its min");
+        assert!(
+            max <= super::MAX_CAPACITY,
+            "a Limit has at most MAX_CAPACITY slots"
+        );
+        let mut limit = Limit::with_capacity(name, min);
+        limit.adaptive = Some(Adaptive::new(min, max));
+        limit
+    }
+
+    /// Whether the limit adapts its capacity now.
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive.as_ref().is_some_and(Adaptive::is_on)
+    }
+
+    /// Whether a loop should time its jobs for the adaptation.
+    pub(crate) fn times_jobs(&self) -> bool {
+        self.is_adaptive()
+    }
+
+    /// A job of this limit ran for `took`: adds it to the window, and adapts the capacity if it
+    /// ends one.
+    pub(crate) fn job_took(&'static self, took: Duration) {
+        let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
+            return;
+        };
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let now = crate::observe::now();
+        let Some((rtt, concurrency, queued)) =
+            adaptive.add(ns, self.in_use() + 1, self.waiting(), now)
+        else {
+            return;
+        };
+        let _config = self.lock_config();
+        if !adaptive.is_on() {
+            return;
+        }
+        let capacity = self.capacity.load(Ordering::Acquire);
+        let decision = adaptive.decide(capacity, rtt, concurrency, queued);
+        if decision.to != decision.from {
+            self.move_capacity(decision.from, decision.to);
+        }
+        adapted(self, &decision);
+    }
+
+    /// Moves an adaptive limit's capacity from `from` to `to` (under the config lock): more
+    /// permits (paying what it owes first) and loops for the queued jobs, or fewer: free permits
+    /// taken now, the rest owed and not handed out again when they come back.
+    fn move_capacity(&'static self, from: usize, to: usize) {
+        self.capacity.store(to, Ordering::Release);
+        if to > from {
+            let mut more = to - from;
+            let paid = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |debt| {
+                    Some(debt - debt.min(more))
+                })
+                .map_or(0, |debt| debt.min(more));
+            more -= paid;
+            self.semaphore.add_permits(more);
+            crate::exec::serve_queued(self, to - from);
+        } else {
+            let fewer = from - to;
+            let mut taken = 0;
+            while taken < fewer && self.take_loop_slot() {
+                taken += 1;
+            }
+            self.debt.fetch_add(fewer - taken, Ordering::AcqRel);
+        }
+    }
+
+    /// Permits this limit will not hand out again when they come back (an adaptive limit that
+    /// shrank below what was taken). A loop ends instead of taking its next job while it is
+    /// positive.
+    pub(crate) fn owes_slots(&self) -> bool {
+        self.debt.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Reports a window's end: a `DEBUG` event when the capacity moved, and the capacity gauge.
+#[cfg_attr(
+    not(any(feature = "tracing", feature = "metrics")),
+    allow(unused_variables)
+)]
+fn adapted(limit: &'static Limit, decision: &Decision) {
+    #[cfg(feature = "tracing")]
+    if decision.to != decision.from {
+        tracing::debug!(
+            target: "blocking_first::adaptive",
+            limit = limit.name(),
+            from = decision.from,
+            to = decision.to,
+            stretch_us = u64::try_from(decision.rtt.as_micros()).unwrap_or(u64::MAX),
+            base_us = u64::try_from(decision.base.as_micros()).unwrap_or(u64::MAX),
+            concurrency = decision.concurrency,
+            "capacity of limit `{}` moved from {} to {}",
+            limit.name(),
+            decision.from,
+            decision.to,
+        );
+    }
+    #[cfg(feature = "metrics")]
+    {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("blocking_first_limit_capacity", "limit" => limit.name())
+            .set(decision.to as f64);
+    }
+}

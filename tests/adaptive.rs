@@ -1,0 +1,225 @@
+//! The adaptive limit against a simulated resource: one that serves `n` queries at once, each
+//! taking a set time, and queues the rest inside itself (as a database with `n` workers does).
+//!
+//! (Own test binary: the tests load the machine, and run one at a time.)
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// One test at a time: each loads the machine, and the adaptive test measures throughput.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+use std::time::{Duration, Instant};
+
+use blocking_first::blocking_first;
+use blocking_first::limit::Limit;
+
+/// A resource serving `servers` queries at once, `service` each.
+struct Resource {
+    state: Mutex<(usize, usize, Duration)>, // (busy, servers, service)
+    freed: Condvar,
+    /// Queries served, and their time inside (queueing in the resource included), in µs.
+    served: AtomicU64,
+    inside_us: AtomicU64,
+}
+
+impl Resource {
+    fn new(servers: usize, service: Duration) -> Arc<Resource> {
+        Arc::new(Resource {
+            state: Mutex::new((0, servers, service)),
+            freed: Condvar::new(),
+            served: AtomicU64::new(0),
+            inside_us: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (usize, usize, Duration)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn change(&self, servers: usize, service: Duration) {
+        let mut state = self.lock();
+        state.1 = servers;
+        state.2 = service;
+        self.freed.notify_all();
+    }
+
+    /// One query: waits for a server, holds it for the service time.
+    fn query(&self) {
+        let entered = Instant::now();
+        let mut state = self.lock();
+        while state.0 >= state.1 {
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.0 += 1;
+        let service = state.2;
+        drop(state);
+        std::thread::sleep(service);
+        self.lock().0 -= 1;
+        self.freed.notify_one();
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.inside_us
+            .fetch_add(entered.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Queries served and their mean time inside since the last call.
+    fn take(&self) -> (u64, Duration) {
+        let served = self.served.swap(0, Ordering::Relaxed);
+        let inside = self.inside_us.swap(0, Ordering::Relaxed);
+        (served, Duration::from_micros(inside / served.max(1)))
+    }
+}
+
+static ADAPTIVE: Limit = Limit::adaptive("adaptive-sim", 2, 64);
+
+#[blocking_first(limit = ADAPTIVE)]
+async fn query(resource: Arc<Resource>) {
+    resource.query();
+}
+
+/// Runs `callers` closed-loop callers until `stop`.
+fn callers(
+    rt: &tokio::runtime::Runtime,
+    resource: &Arc<Resource>,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+) {
+    for _ in 0..n {
+        let (resource, stop) = (resource.clone(), stop.clone());
+        rt.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                query(resource.clone()).await;
+            }
+        });
+    }
+}
+
+/// Each 250 ms for `seconds`: (elapsed, capacity, throughput per s, mean time inside).
+fn watch(resource: &Resource, seconds: f64) -> Vec<(Duration, usize, f64, Duration)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    resource.take();
+    while start.elapsed().as_secs_f64() < seconds {
+        std::thread::sleep(Duration::from_millis(250));
+        let (served, inside) = resource.take();
+        let capacity = ADAPTIVE.capacity().unwrap();
+        out.push((start.elapsed(), capacity, served as f64 * 4.0, inside));
+        println!(
+            "{:>5.2} s  capacity {capacity:>2}  {:>6.0}/s  inside {inside:?}",
+            start.elapsed().as_secs_f64(),
+            served as f64 * 4.0
+        );
+    }
+    out
+}
+
+/// From its floor of 2, under 64 callers, the limit settles where a resource of 8 servers at
+/// 5 ms serves at least 85% of its 1600 queries/s without queueing inside (time inside at most
+/// twice the query's), within 4 s; when the resource slows (4 servers at 10 ms), it shrinks
+/// again and the time inside comes back under twice the query's.
+#[test]
+fn the_adaptive_limit_settles_on_what_the_resource_serves_and_follows_it() {
+    let _serial = serial();
+    let rt = common::multi_thread();
+    let resource = Resource::new(8, Duration::from_millis(5));
+    let stop = Arc::new(AtomicBool::new(false));
+    assert_eq!(ADAPTIVE.capacity(), Some(2));
+    callers(&rt, &resource, 64, &stop);
+    let first = watch(&resource, 4.0);
+    let settled = &first[first.len() - 4..];
+    let throughput = settled.iter().map(|w| w.2).sum::<f64>() / settled.len() as f64;
+    let inside = settled.iter().map(|w| w.3).max().unwrap();
+    assert!(
+        throughput >= 0.85 * 1600.0,
+        "{throughput:.0} queries/s: {first:?}"
+    );
+    assert!(
+        inside <= Duration::from_millis(10),
+        "{inside:?} inside: {first:?}"
+    );
+    let before = ADAPTIVE.capacity().unwrap();
+
+    resource.change(4, Duration::from_millis(10));
+    let second = watch(&resource, 4.0);
+    let settled = &second[second.len() - 4..];
+    let throughput = settled.iter().map(|w| w.2).sum::<f64>() / settled.len() as f64;
+    let inside = settled.iter().map(|w| w.3).max().unwrap();
+    let after = ADAPTIVE.capacity().unwrap();
+    assert!(after < before, "{before} -> {after}: {second:?}");
+    assert!(
+        throughput >= 0.85 * 400.0,
+        "{throughput:.0} queries/s: {second:?}"
+    );
+    assert!(
+        inside <= Duration::from_millis(20),
+        "{inside:?} inside: {second:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+}
+
+static QUEUED: Limit =
+    Limit::new("adaptive-queue-time", 1).with_max_queue_time(Duration::from_millis(30));
+
+#[blocking_first(limit = QUEUED)]
+async fn ten_ms() {
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// Samples `QUEUED.is_full()` every millisecond for `seconds` under `n` closed-loop callers of a
+/// 10 ms body on one slot; returns the share of samples that said full, and when the first did.
+fn full_under(n: usize, seconds: f64) -> (f64, Option<Duration>) {
+    let rt = common::multi_thread();
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..n {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                ten_ms().await;
+            }
+        });
+    }
+    let start = Instant::now();
+    let (mut samples, mut full, mut first) = (0u32, 0u32, None);
+    while start.elapsed().as_secs_f64() < seconds {
+        samples += 1;
+        if QUEUED.is_full() {
+            full += 1;
+            first.get_or_insert(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(rt);
+    (f64::from(full) / f64::from(samples), first)
+}
+
+/// Two callers of a 10 ms body on one slot wait at most 10 ms each: never full. Twenty wait
+/// about 190 ms: full once that lasted an interval (100 ms), and nearly all the time after; and
+/// once the load is gone, the limit is not full any more.
+#[test]
+fn shedding_by_time_in_queue_starts_past_the_bound_and_never_below_it() {
+    let _serial = serial();
+    let (share, first) = full_under(2, 1.0);
+    assert_eq!(
+        share, 0.0,
+        "full under a wait of 10 ms at most (first at {first:?})"
+    );
+    let (share, first) = full_under(20, 1.5);
+    let first = first.expect("never full while jobs waited ~190 ms for a slot");
+    assert!(
+        first >= Duration::from_millis(100) && first < Duration::from_millis(700),
+        "full first at {first:?}"
+    );
+    assert!(share > 0.5, "full in {:.0}% of the samples", share * 100.0);
+    // The runtime is gone and its jobs with it: an empty queue is never full, even before a
+    // job that did not wait clears the state.
+    assert_eq!(QUEUED.stats().waiting, 0);
+    assert!(!QUEUED.is_full());
+    common::multi_thread().block_on(ten_ms());
+    assert!(!QUEUED.is_full());
+}
