@@ -20,6 +20,8 @@ http=$(floor http blocking-first-runtime/Cargo.toml)
 pin_project_lite=$(floor pin-project-lite blocking-first-runtime/Cargo.toml)
 metrics=$(floor metrics blocking-first-runtime/Cargo.toml)
 serde=$(floor serde blocking-first-runtime/Cargo.toml)
+# the edition the runtime is published with
+edition=$(sed -n 's/^edition = "\(.*\)"/\1/p' blocking-first-runtime/Cargo.toml)
 echo "floors: tokio $tokio, tracing $tracing, r2d2 $r2d2, tower-layer $tower_layer," \
     "tower-service $tower_service, http $http, pin-project-lite $pin_project_lite," \
     "metrics $metrics, serde $serde"
@@ -31,7 +33,7 @@ cat > "$scratch/Cargo.toml" <<TOML
 [package]
 name = "blocking-first-runtime"
 version = "0.0.0"
-edition = "2024"
+edition = "$edition"
 publish = false
 
 [features]
