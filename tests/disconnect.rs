@@ -190,8 +190,9 @@ fn http1_a_client_that_closes_its_connection_cancels_the_handler() {
 }
 
 /// A client that sends headers and part of a body, waits until the handler runs, then closes
-/// its connection; returns when it did.
-async fn leave_mid_body(addr: std::net::SocketAddr, probe: Probe) -> u64 {
+/// its connection; returns when it began sending, and when it left.
+async fn leave_mid_body(addr: std::net::SocketAddr, probe: Probe) -> (u64, u64) {
+    let sent = probe.now();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nsome")
@@ -200,7 +201,7 @@ async fn leave_mid_body(addr: std::net::SocketAddr, probe: Probe) -> u64 {
     probe.started().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(stream);
-    probe.now()
+    (sent, probe.now())
 }
 
 /// hyper reads nothing more from a connection whose request body the handler has not read, so
@@ -211,7 +212,7 @@ fn http1_a_client_that_closes_mid_body_is_not_noticed_while_the_body_is_unread()
     common::multi_thread().block_on(async {
         let probe = Probe::new();
         let addr = serve(probe.clone(), None).await;
-        let left = leave_mid_body(addr, probe.clone()).await;
+        let (_, left) = leave_mid_body(addr, probe.clone()).await;
         let seen = probe.seen_after(left, Duration::from_millis(500)).await;
         assert_eq!(seen, None, "hyper noticed the client leave mid-body");
         println!("HTTP/1.1, request body unread, connection closed: not cancelled in 500 ms");
@@ -228,9 +229,10 @@ fn http1_a_timeout_layer_cancels_what_hyper_does_not_notice() {
         let mut late = Vec::new();
         for _ in 0..ROUNDS {
             probe.reset();
-            leave_mid_body(addr, probe.clone()).await;
-            let started = probe.started.load(Ordering::SeqCst);
-            let seen = probe.seen_after(started, Duration::from_secs(2)).await;
+            // The deadline runs from when the server took the request, after the client began
+            // sending it.
+            let (sent, _) = leave_mid_body(addr, probe.clone()).await;
+            let seen = probe.seen_after(sent, Duration::from_secs(2)).await;
             let seen = seen.expect("the deadline did not cancel the handler");
             assert!(seen >= DEADLINE, "cancelled before the deadline: {seen:?}");
             late.push(seen - DEADLINE);

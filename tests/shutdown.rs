@@ -117,7 +117,12 @@ fn branch(probe: &Arc<Probe>) -> usize {
     1
 }
 
-#[blocking_first]
+/// Unbounded: its three branches wait for each other, so each needs a thread of its own (the
+/// global limit adapts from its floor, and a branch that finds no slot runs after the others on
+/// its caller's thread).
+static WIDE: Limit = Limit::unbounded("shutdown-wide");
+
+#[blocking_first(limit = WIDE)]
 async fn in_parallel_branches(probe: Arc<Probe>) {
     let _connection = Guard::new(&probe);
     probe.started.store(true, Ordering::SeqCst);

@@ -36,9 +36,13 @@ async fn spans_seen() -> Vec<Option<Id>> {
     seen
 }
 
+/// Unbounded, so that a loop is always free for the branch below (the global limit adapts from
+/// its floor, and a branch that finds no slot runs on its caller's thread).
+static WIDE: blocking_first::limit::Limit = blocking_first::limit::Limit::unbounded("tracing-wide");
+
 /// A branch that surely runs on another loop (the caller's own branch sleeps first), as the
 /// span's one chance to be lost.
-#[blocking_first]
+#[blocking_first(limit = WIDE)]
 async fn span_in_a_dispatched_branch() -> (Option<Id>, bool) {
     let caller = std::thread::current().id();
     let ((span, thread), ()) = parallel! {

@@ -33,6 +33,7 @@ mod error;
 mod slot;
 mod stats_of;
 
+pub(crate) use adaptive::watch_stalls;
 pub use admission::QUEUE_TIME_INTERVAL;
 #[cfg(all(feature = "r2d2", feature = "tracing"))]
 pub(crate) use context::job;
@@ -48,7 +49,12 @@ pub use stats_of::LimitStats;
 use crate::exec::{self, Exec};
 use crate::stats;
 
-static GLOBAL: Limit = Limit::unbounded("global");
+/// tokio's default `max_blocking_threads`: the global limit's ceiling.
+const GLOBAL_CEILING: usize = 512;
+
+static GLOBAL: Limit = Limit::adaptive("global", 2, GLOBAL_CEILING);
+/// The global limit's floor (the number of cores) was set.
+static GLOBAL_FLOOR: AtomicBool = AtomicBool::new(false);
 
 /// The permits of an unbounded limit's semaphore: more than any process can use, and still
 /// within what `Semaphore::try_acquire_many` (a `u32`) can take back in one step.
@@ -63,17 +69,34 @@ pub const MAX_CAPACITY: usize = UNBOUNDED - 1;
 
 /// The process-wide limit, used by every `#[blocking_first]` function without a `limit` argument.
 ///
-/// Unbounded (tokio's own `max_blocking_threads` is the only bound) until
-/// [`set_global_capacity`] is called.
+/// [Adaptive](Limit::adaptive) by default, between the number of cores (at least 2) and 512
+/// (tokio's default `max_blocking_threads`): work that burns CPU settles near the cores, work
+/// that waits (a sleep, a remote call, a database serving everyone) grows it as far as it keeps
+/// its stretch time, and a limit whose every slot is stuck while jobs wait opens more as an
+/// unbounded pool would. [`set_global_capacity`] fixes it, [`set_global_unbounded`] removes the
+/// cap.
 pub fn global() -> &'static Limit {
+    if !GLOBAL_FLOOR.load(Ordering::Relaxed) && !GLOBAL_FLOOR.swap(true, Ordering::AcqRel) {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        GLOBAL.set_floor(cores.max(2));
+    }
     &GLOBAL
 }
 
-/// Caps the [`global()`] limit at `capacity` bodies in blocking code at once.
+/// Caps the [`global()`] limit at `capacity` bodies in blocking code at once: a fixed cap, it
+/// stops adapting (0 removes the cap, as [`set_global_unbounded`]).
 ///
 /// Meant for start-up, before any body runs; see [`Limit::set_capacity`] for when it fails.
 pub fn set_global_capacity(capacity: usize) -> Result<(), CapacityError> {
-    GLOBAL.set_capacity(capacity)
+    global().set_capacity(capacity)
+}
+
+/// Removes the [`global()`] limit's cap: a loop starts whenever none is idle, and tokio's
+/// `max_blocking_threads` is the only bound (the default before the global limit adapted).
+///
+/// Meant for start-up, before any body runs; see [`Limit::set_capacity`] for when it fails.
+pub fn set_global_unbounded() -> Result<(), CapacityError> {
+    global().set_capacity(0)
 }
 
 /// A cap on how many bodies (and [`parallel`](crate::parallel) branches) run blocking code at once.
@@ -309,7 +332,7 @@ impl Limit {
                 .adaptive
                 .as_ref()
                 .filter(|adaptive| adaptive.is_on())
-                .map(|adaptive| (adaptive.min, adaptive.max)),
+                .map(|adaptive| (adaptive.min(), adaptive.max)),
         }
     }
 

@@ -265,6 +265,8 @@ pub(crate) fn submit(
         queue.loops += 1;
         Then::Start(job.handle().clone(), seq)
     } else if only_if_served {
+        drop(queue);
+        limit.branch_denied();
         return Err(job);
     } else {
         Then::Nothing
@@ -293,6 +295,9 @@ pub(crate) fn submit(
     drop(queue);
     if returning {
         watchdog::watch(limit);
+    }
+    if waits {
+        crate::limit::watch_stalls(limit);
     }
     match then.run(limit, Some(seq)) {
         Some(job) if only_if_served => Err(job),

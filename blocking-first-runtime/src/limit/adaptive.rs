@@ -42,7 +42,7 @@
 //! slots (`Limit::debt`).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::Limit;
@@ -55,10 +55,13 @@ const SLOW_SAMPLES: u64 = 4;
 const SLOW_TIME: u64 = 1_000_000_000;
 /// How far above the no-load time a window's mean may be before the limit shrinks.
 const TOLERANCE: f64 = 1.25;
+/// The shortest time without a stretch finishing, while jobs wait, that opens more slots.
+pub(crate) const STALL: Duration = Duration::from_millis(10);
 
 /// The adaptive part of a [`Limit`] made with [`Limit::adaptive`].
 pub(crate) struct Adaptive {
-    pub(super) min: usize,
+    /// The floor: atomic because the global limit's is the number of cores, known at run time.
+    pub(super) min: AtomicUsize,
     pub(super) max: usize,
     /// Cleared by `set_capacity`: the limit keeps a fixed cap from then on.
     pub(super) on: AtomicBool,
@@ -71,6 +74,13 @@ pub(crate) struct Adaptive {
     queued: AtomicBool,
     /// When the window began (`observe::now`, ns; 0: not yet).
     started: AtomicU64,
+    /// When a job last finished (`observe::now`, ns; 0: none yet), for the stall check.
+    last_finish: AtomicU64,
+    /// The no-load time (ns; 0: not known yet), readable without the lock.
+    base_ns: AtomicU64,
+    /// When a `parallel` branch last found no slot and ran on its caller's thread instead
+    /// (`observe::now`, ns; 0: never): demand that the queue does not show.
+    denied_at: AtomicU64,
     control: Mutex<Control>,
 }
 
@@ -96,7 +106,7 @@ pub(crate) struct Decision {
 impl Adaptive {
     pub(super) const fn new(min: usize, max: usize) -> Adaptive {
         Adaptive {
-            min,
+            min: AtomicUsize::new(min),
             max,
             on: AtomicBool::new(true),
             sum_ns: AtomicU64::new(0),
@@ -104,6 +114,9 @@ impl Adaptive {
             sum_in_use: AtomicU64::new(0),
             queued: AtomicBool::new(false),
             started: AtomicU64::new(0),
+            last_finish: AtomicU64::new(0),
+            base_ns: AtomicU64::new(0),
+            denied_at: AtomicU64::new(0),
             control: Mutex::new(Control {
                 base: 0.0,
                 previous: None,
@@ -113,6 +126,10 @@ impl Adaptive {
 
     pub(super) fn is_on(&self) -> bool {
         self.on.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn min(&self) -> usize {
+        self.min.load(Ordering::Relaxed)
     }
 
     /// Adds a stretch of `ns`, run while `in_use` slots were taken and `waiting` jobs queued;
@@ -164,17 +181,16 @@ impl Adaptive {
     /// The capacity after a window of mean time `rtt` (ns) at mean concurrency `concurrency`,
     /// from `capacity`.
     fn decide(&self, capacity: usize, rtt: f64, concurrency: f64, queued: bool) -> Decision {
-        let mut control = self
-            .control
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut control = lock(&self.control);
         if control.base == 0.0 || rtt < control.base {
             control.base = rtt;
-        } else if capacity == self.min && rtt > TOLERANCE * control.base {
+        } else if capacity <= self.min() && rtt > TOLERANCE * control.base {
             // Still slow at the floor, a whole window long: not queueing, the work got slower.
             control.base = rtt;
         }
         control.previous = Some((concurrency, rtt));
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        self.base_ns.store(control.base as u64, Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
         let current = capacity as f64;
         let target = if rtt > TOLERANCE * control.base {
@@ -185,7 +201,7 @@ impl Adaptive {
             current
         };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let to = (target as usize).clamp(self.min, self.max);
+        let to = (target as usize).clamp(self.min(), self.max);
         Decision {
             from: capacity,
             to,
@@ -255,6 +271,7 @@ impl Limit {
         };
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let now = crate::observe::now();
+        adaptive.last_finish.store(now, Ordering::Relaxed);
         let Some((rtt, concurrency, queued)) =
             adaptive.add(ns, self.in_use() + 1, self.waiting(), now)
         else {
@@ -298,11 +315,166 @@ impl Limit {
         }
     }
 
+    /// Jobs wait for a slot of this adaptive limit: has every slot been stuck long enough that
+    /// more should be opened? With no stretch finishing for twice the no-load time (at least
+    /// [`STALL`]), the resource is not what holds the work up (a sleep, a remote call, blocking
+    /// code waiting on other blocking code): the capacity grows as an unbounded pool's would,
+    /// by `max(1, √capacity)` per check. Returns whether it grew.
+    pub(crate) fn grow_if_stalled(&'static self, now: u64) -> bool {
+        let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
+            return false;
+        };
+        let denied = adaptive.denied_at.load(Ordering::Relaxed);
+        let stall_floor = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
+        let wanted = denied != 0 && now.saturating_sub(denied) < stall_floor;
+        if self.waiting() == 0 && !wanted {
+            return false;
+        }
+        let stall = adaptive
+            .base_ns
+            .load(Ordering::Relaxed)
+            .saturating_mul(2)
+            .max(u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX));
+        let since = adaptive
+            .last_finish
+            .load(Ordering::Relaxed)
+            .max(adaptive.started.load(Ordering::Relaxed));
+        if since != 0 && now.saturating_sub(since) < stall {
+            return false;
+        }
+        let _config = self.lock_config();
+        let from = self.capacity.load(Ordering::Acquire);
+        if !adaptive.is_on() || from >= adaptive.max {
+            return false;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let step = (from as f64).sqrt().max(1.0).ceil();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let to = (from + step as usize).min(adaptive.max);
+        self.move_capacity(from, to);
+        // The next stall counts from here.
+        adaptive.last_finish.store(now, Ordering::Relaxed);
+        adapted(
+            self,
+            &Decision {
+                from,
+                to,
+                rtt: Duration::ZERO,
+                base: Duration::from_nanos(adaptive.base_ns.load(Ordering::Relaxed)),
+                concurrency: f64::NAN,
+            },
+        );
+        true
+    }
+
+    /// A `parallel` branch found no slot of this limit and runs on its caller's thread: demand
+    /// for more slots, counted as a queued job in the window, and for the stall check.
+    pub(crate) fn branch_denied(&'static self) {
+        let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
+            return;
+        };
+        adaptive.queued.store(true, Ordering::Relaxed);
+        adaptive
+            .denied_at
+            .store(crate::observe::now(), Ordering::Relaxed);
+        watch_stalls(self);
+    }
+
+    fn branch_denied_recently(&self, now: u64) -> bool {
+        self.adaptive.as_ref().is_some_and(|adaptive| {
+            let denied = adaptive.denied_at.load(Ordering::Relaxed);
+            denied != 0 && now.saturating_sub(denied) < 1_000_000_000
+        })
+    }
+
+    /// Sets an adaptive limit's floor (the global limit's, at its first use), raising the
+    /// capacity to it.
+    pub(crate) fn set_floor(&'static self, floor: usize) {
+        let Some(adaptive) = self.adaptive.as_ref() else {
+            return;
+        };
+        let _config = self.lock_config();
+        let floor = floor.min(adaptive.max);
+        adaptive.min.store(floor, Ordering::Relaxed);
+        let from = self.capacity.load(Ordering::Acquire);
+        if adaptive.is_on() && from < floor {
+            self.move_capacity(from, floor);
+        }
+    }
+
     /// Permits this limit will not hand out again when they come back (an adaptive limit that
     /// shrank below what was taken). A loop ends instead of taking its next job while it is
     /// positive.
     pub(crate) fn owes_slots(&self) -> bool {
         self.debt.load(Ordering::Acquire) > 0
+    }
+}
+
+/// How often the stall watcher looks at the adaptive limits with jobs waiting.
+const STALL_CHECK: Duration = Duration::from_millis(5);
+/// The stall watcher ends after this long with no job waiting on any adaptive limit.
+const STALL_IDLE_EXIT: Duration = Duration::from_secs(1);
+
+static STALL_WATCHED: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
+static STALL_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// A job waits for a slot of the adaptive `limit`: makes sure one thread checks it for stalls
+/// ([`Limit::grow_if_stalled`]) while jobs wait; it ends a second after the last wait.
+pub(crate) fn watch_stalls(limit: &'static Limit) {
+    if !limit.is_adaptive() {
+        return;
+    }
+    {
+        let mut watched = lock(&STALL_WATCHED);
+        if !watched.iter().any(|known| std::ptr::eq(*known, limit)) {
+            watched.push(limit);
+        }
+    }
+    // SeqCst here and at the exit: either this sees the thread gone and starts one, or the
+    // exiting thread sees this wait.
+    if !STALL_RUNNING.swap(true, Ordering::SeqCst) {
+        let spawned = std::thread::Builder::new()
+            .name("blocking-first-adaptive".into())
+            .spawn(watch_stalls_thread);
+        if spawned.is_err() {
+            STALL_RUNNING.swap(false, Ordering::SeqCst);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn watch_stalls_thread() {
+    let mut idle = Duration::ZERO;
+    loop {
+        std::thread::sleep(STALL_CHECK);
+        let limits = lock(&STALL_WATCHED).clone();
+        let now = crate::observe::now();
+        let mut waiting = false;
+        for limit in limits {
+            waiting |= limit.waiting() > 0 || limit.branch_denied_recently(now);
+            // A subscriber that panics on the `DEBUG` event must not end the watching.
+            crate::unwind::drop_caught(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || limit.grow_if_stalled(now),
+            )));
+        }
+        idle = if waiting {
+            Duration::ZERO
+        } else {
+            idle + STALL_CHECK
+        };
+        if idle >= STALL_IDLE_EXIT {
+            STALL_RUNNING.swap(false, Ordering::SeqCst);
+            let waits = lock(&STALL_WATCHED).iter().any(|limit| limit.waiting() > 0);
+            if !waits || STALL_RUNNING.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            idle = Duration::ZERO;
+        }
     }
 }
 
