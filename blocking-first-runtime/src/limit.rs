@@ -33,7 +33,6 @@ mod error;
 mod slot;
 mod stats_of;
 
-pub(crate) use adaptive::watch_stalls;
 pub use admission::QUEUE_TIME_INTERVAL;
 #[cfg(all(feature = "r2d2", feature = "tracing"))]
 pub(crate) use context::job;
@@ -159,6 +158,8 @@ pub struct Limit {
     waiting: AtomicUsize,
     /// Bodies that already ran some blocking code waiting in the queue to come back.
     returning: AtomicUsize,
+    /// Jobs in the queue that found no loop and no free slot (the others have a loop coming).
+    slot_waiters: AtomicUsize,
     /// Slots given back since start: the starvation detector's sign of progress (one relaxed
     /// increment per hop; the detector reads the clock, a hop does not).
     releases: AtomicU64,
@@ -212,6 +213,7 @@ impl Limit {
             peak: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             returning: AtomicUsize::new(0),
+            slot_waiters: AtomicUsize::new(0),
             releases: AtomicU64::new(0),
             last_warning: Mutex::new(None),
             watched: AtomicBool::new(false),
@@ -392,6 +394,23 @@ impl Limit {
                 self.returning.fetch_sub(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// A job that found no loop and no free slot entered the queue: an adaptive limit's slots
+    /// are wanted.
+    pub(crate) fn slot_wait_began(&'static self) {
+        self.slot_waiters.fetch_add(1, Ordering::AcqRel);
+        self.slot_wanted();
+    }
+
+    /// A job counted by [`Limit::slot_wait_began`] left the queue.
+    pub(crate) fn slot_wait_ended(&self) {
+        self.slot_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Jobs in the queue that found no loop and no free slot.
+    pub(crate) fn slot_waiters(&self) -> usize {
+        self.slot_waiters.load(Ordering::Acquire)
     }
 
     pub(crate) fn watch_flag(&self) -> &AtomicBool {

@@ -129,6 +129,9 @@ fn run_loop(limit: &'static Limit, runtime: tokio::runtime::Id, life: Arc<Runtim
         }
         if let Some(entry) = queue.pop() {
             limit.queued_changed(-1, entry.returning);
+            if entry.waits {
+                limit.slot_wait_ended();
+            }
             let drained = queue.is_empty();
             drop(queue);
             limit.dequeued(entry.queued_at, drained);

@@ -120,6 +120,8 @@ struct Entry {
     /// When it was queued (`observe::now`), if the limit sheds by time in queue and the job
     /// had to wait for a slot; 0 otherwise.
     queued_at: u64,
+    /// It found no loop and no free slot (counted in the limit's `slot_waiters`).
+    waits: bool,
 }
 
 /// An idle loop, as the queue sees it.
@@ -243,6 +245,9 @@ fn take_entry(
         list.remove(at)
     })?;
     limit.queued_changed(-1, found.returning);
+    if found.waits {
+        limit.slot_wait_ended();
+    }
     Some(found.job)
 }
 
@@ -285,6 +290,7 @@ pub(crate) fn submit(
         } else {
             0
         },
+        waits,
     };
     match priority {
         Priority::Fresh => queue.fresh.push_back(entry),
@@ -292,13 +298,14 @@ pub(crate) fn submit(
         Priority::Branch => queue.started.push_front(entry),
     }
     limit.queued_changed(1, returning);
+    if waits {
+        limit.slot_wait_began();
+    }
     drop(queue);
     if returning {
         watchdog::watch(limit);
     }
-    if waits {
-        crate::limit::watch_stalls(limit);
-    }
+
     match then.run(limit, Some(seq)) {
         Some(job) if only_if_served => Err(job),
         Some(job) => {

@@ -78,6 +78,9 @@ pub(crate) struct Adaptive {
     last_finish: AtomicU64,
     /// The no-load time (ns; 0: not known yet), readable without the lock.
     base_ns: AtomicU64,
+    /// Since when jobs have been waiting for a slot without a pause (`observe::now`, ns; 0:
+    /// none waits), for the stall check: a wait that just began is not a stall.
+    waiting_since: AtomicU64,
     /// When a `parallel` branch last found no slot and ran on its caller's thread instead
     /// (`observe::now`, ns; 0: never): demand that the queue does not show.
     denied_at: AtomicU64,
@@ -117,6 +120,7 @@ impl Adaptive {
             last_finish: AtomicU64::new(0),
             base_ns: AtomicU64::new(0),
             denied_at: AtomicU64::new(0),
+            waiting_since: AtomicU64::new(0),
             control: Mutex::new(Control {
                 base: 0.0,
                 previous: None,
@@ -132,9 +136,9 @@ impl Adaptive {
         self.min.load(Ordering::Relaxed)
     }
 
-    /// Adds a stretch of `ns`, run while `in_use` slots were taken and `waiting` jobs queued;
-    /// returns the window's numbers if this sample ends it.
-    fn add(&self, ns: u64, in_use: usize, waiting: usize, now: u64) -> Option<(f64, f64, bool)> {
+    /// Adds a stretch of `ns`, run while `in_use` slots were taken; returns the window's
+    /// numbers if this sample ends it.
+    fn add(&self, ns: u64, in_use: usize, now: u64) -> Option<(f64, f64, bool)> {
         let started = match self.started.load(Ordering::Relaxed) {
             0 => {
                 // The first sample starts the first window.
@@ -147,9 +151,6 @@ impl Adaptive {
         };
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
         self.sum_in_use.fetch_add(in_use as u64, Ordering::Relaxed);
-        if waiting > 0 {
-            self.queued.store(true, Ordering::Relaxed);
-        }
         let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let elapsed = now.saturating_sub(started);
         let ends = (count >= WINDOW_SAMPLES && elapsed >= WINDOW_TIME)
@@ -272,9 +273,7 @@ impl Limit {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let now = crate::observe::now();
         adaptive.last_finish.store(now, Ordering::Relaxed);
-        let Some((rtt, concurrency, queued)) =
-            adaptive.add(ns, self.in_use() + 1, self.waiting(), now)
-        else {
+        let Some((rtt, concurrency, queued)) = adaptive.add(ns, self.in_use() + 1, now) else {
             return;
         };
         let _config = self.lock_config();
@@ -327,9 +326,17 @@ impl Limit {
         let denied = adaptive.denied_at.load(Ordering::Relaxed);
         let stall_floor = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
         let wanted = denied != 0 && now.saturating_sub(denied) < stall_floor;
-        if self.waiting() == 0 && !wanted {
+        if self.slot_waiters() == 0 && !wanted {
+            adaptive.waiting_since.store(0, Ordering::Relaxed);
             return false;
         }
+        let waiting_since = match adaptive.waiting_since.load(Ordering::Relaxed) {
+            0 => {
+                adaptive.waiting_since.store(now, Ordering::Relaxed);
+                now
+            }
+            since => since,
+        };
         let stall = adaptive
             .base_ns
             .load(Ordering::Relaxed)
@@ -338,8 +345,8 @@ impl Limit {
         let since = adaptive
             .last_finish
             .load(Ordering::Relaxed)
-            .max(adaptive.started.load(Ordering::Relaxed));
-        if since != 0 && now.saturating_sub(since) < stall {
+            .max(waiting_since);
+        if now.saturating_sub(since) < stall {
             return false;
         }
         let _config = self.lock_config();
@@ -368,15 +375,24 @@ impl Limit {
     }
 
     /// A `parallel` branch found no slot of this limit and runs on its caller's thread: demand
-    /// for more slots, counted as a queued job in the window, and for the stall check.
+    /// for more slots, as a job waiting for one is, that the queue does not show.
     pub(crate) fn branch_denied(&'static self) {
         let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
             return;
         };
-        adaptive.queued.store(true, Ordering::Relaxed);
         adaptive
             .denied_at
             .store(crate::observe::now(), Ordering::Relaxed);
+        self.slot_wanted();
+    }
+
+    /// A job (or a branch) found no free slot: the window counts the limit as used, and the
+    /// stall check watches it.
+    pub(crate) fn slot_wanted(&'static self) {
+        let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
+            return;
+        };
+        adaptive.queued.store(true, Ordering::Relaxed);
         watch_stalls(self);
     }
 
@@ -456,7 +472,7 @@ fn watch_stalls_thread() {
         let now = crate::observe::now();
         let mut waiting = false;
         for limit in limits {
-            waiting |= limit.waiting() > 0 || limit.branch_denied_recently(now);
+            waiting |= limit.slot_waiters() > 0 || limit.branch_denied_recently(now);
             // A subscriber that panics on the `DEBUG` event must not end the watching.
             crate::unwind::drop_caught(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
                 || limit.grow_if_stalled(now),
@@ -469,7 +485,9 @@ fn watch_stalls_thread() {
         };
         if idle >= STALL_IDLE_EXIT {
             STALL_RUNNING.swap(false, Ordering::SeqCst);
-            let waits = lock(&STALL_WATCHED).iter().any(|limit| limit.waiting() > 0);
+            let waits = lock(&STALL_WATCHED)
+                .iter()
+                .any(|limit| limit.slot_waiters() > 0);
             if !waits || STALL_RUNNING.swap(true, Ordering::SeqCst) {
                 return;
             }
