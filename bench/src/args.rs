@@ -47,6 +47,28 @@ write) written six ways, served on 127.0.0.1 and loaded at several concurrencies
   --timeline-clients N   client concurrency of the timeline; the default saturates the pool
                          (a request holds a connection 3 x 5 ms of its ~65 ms) [64]
   --timeline-rows N      consecutive requests drawn per variant [40]
+  --adaptive             instead of the table above: one query per request against a simulated
+                         resource of --slots slots whose query time grows past them (--query-ms,
+                         default 10 here, x4 after --phase-seconds), 64 closed-loop clients;
+                         static caps (--caps) against Limit::adaptive(2, 64) started cold, each
+                         run in a fresh process, --rounds rounds interleaved; then the adaptive
+                         limit with max_queue_time and ShedLayer under open-loop load at 1x, 2x
+                         and 4x its rate; writes docs/bench/adaptive.md and .svg
+  --caps LIST            static caps swept by --adaptive [2,4,8,16,32,64]
+  --slots N              queries the simulated resource serves at once [8]
+  --contention F         extra query time per query inside the resource past --slots, as a
+                         fraction of the query time [0.05]
+  --phase-seconds S      --adaptive: seconds before and after the query cost x4 [10]
+  --max-queue-ms MS      --adaptive: max_queue_time of the shedding runs [the query time]
+  --mixed                instead of the table above: handlers on the global limit (no limit =),
+                         a CPU-heavy endpoint at 32 closed-loop clients beside a light one at 4,
+                         then a 10 ms sleeping body at 32 clients, with the global limit
+                         adaptive (the default), unbounded, and fixed at --fixed-caps; each run
+                         in a fresh process, --rounds rounds interleaved; writes
+                         docs/bench/mixed.md
+  --mixed-seconds S      seconds of each --mixed run [10]
+  --heavy-ms MS          --mixed: CPU time of the heavy body on one idle core [5]
+  --fixed-caps LIST      --mixed: the fixed global caps compared [the number of cores]
 ";
 
 #[derive(Debug, Clone)]
@@ -74,6 +96,22 @@ pub struct Args {
     pub timeline: bool,
     pub timeline_clients: usize,
     pub timeline_rows: usize,
+    /// `--query-ms` was given (`--adaptive` has its own default).
+    pub query_given: bool,
+    pub adaptive: bool,
+    pub caps: Vec<usize>,
+    pub slots: usize,
+    pub contention: f64,
+    pub phase_time: Duration,
+    /// `None`: the query time.
+    pub max_queue: Option<Duration>,
+    pub mixed: bool,
+    pub mixed_time: Duration,
+    pub heavy: Duration,
+    /// `None`: the number of cores.
+    pub fixed_caps: Option<Vec<usize>>,
+    /// Set in the processes `--adaptive` and `--mixed` start: what to run.
+    pub child: Option<String>,
 }
 
 impl Default for Args {
@@ -100,6 +138,18 @@ impl Default for Args {
             timeline: false,
             timeline_clients: 64,
             timeline_rows: 40,
+            query_given: false,
+            adaptive: false,
+            caps: vec![2, 4, 8, 16, 32, 64],
+            slots: 8,
+            contention: 0.05,
+            phase_time: Duration::from_secs(10),
+            max_queue: None,
+            mixed: false,
+            mixed_time: Duration::from_secs(10),
+            heavy: Duration::from_millis(5),
+            fixed_caps: None,
+            child: None,
         }
     }
 }
@@ -134,12 +184,23 @@ impl Args {
                 args.timeline = true;
                 continue;
             }
+            if flag == "--adaptive" {
+                args.adaptive = true;
+                continue;
+            }
+            if flag == "--mixed" {
+                args.mixed = true;
+                continue;
+            }
             let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--pg" => args.pg = Some(value),
                 "--pool" => args.pool = positive(&flag, &value)?,
                 "--upstream-ms" => args.upstream = millis(&flag, &value)?,
-                "--query-ms" => args.query = millis(&flag, &value)?,
+                "--query-ms" => {
+                    args.query = millis(&flag, &value)?;
+                    args.query_given = true;
+                }
                 "--reads" => args.reads = positive(&flag, &value)?,
                 "--concurrency" => {
                     args.concurrency = value
@@ -176,10 +237,41 @@ impl Args {
                 "--max-waiting" => args.max_waiting = Some(positive(&flag, &value)?),
                 "--timeline-clients" => args.timeline_clients = positive(&flag, &value)?,
                 "--timeline-rows" => args.timeline_rows = positive(&flag, &value)?,
+                "--caps" => args.caps = list(&flag, &value)?,
+                "--slots" => args.slots = positive(&flag, &value)?,
+                "--contention" => {
+                    args.contention = match value.trim().parse::<f64>() {
+                        Ok(f) if f >= 0.0 && f.is_finite() => f,
+                        _ => return Err(format!("{flag} expects a fraction, got {value:?}")),
+                    }
+                }
+                "--phase-seconds" => {
+                    args.phase_time = Duration::from_secs(positive(&flag, &value)? as u64)
+                }
+                "--max-queue-ms" => args.max_queue = Some(millis(&flag, &value)?),
+                "--mixed-seconds" => {
+                    args.mixed_time = Duration::from_secs(positive(&flag, &value)? as u64)
+                }
+                "--heavy-ms" => args.heavy = millis(&flag, &value)?,
+                "--fixed-caps" => args.fixed_caps = Some(list(&flag, &value)?),
+                "--child" => args.child = Some(value),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
+        if args.adaptive && !args.query_given {
+            args.query = Duration::from_millis(10);
+        }
         Ok(args)
+    }
+
+    /// `--adaptive`'s bound on time in queue.
+    pub fn max_queue(&self) -> Duration {
+        self.max_queue.unwrap_or(self.query)
+    }
+
+    /// `--mixed`'s fixed caps.
+    pub fn fixed_caps(&self) -> Vec<usize> {
+        self.fixed_caps.clone().unwrap_or_else(|| vec![cores()])
     }
 
     /// The limit's queue bound in the overload mode's shedding cells.
@@ -191,6 +283,17 @@ impl Args {
     pub fn requests_per_cell(&self) -> usize {
         (self.requests / self.rounds).max(1)
     }
+}
+
+/// The number of cores (at least 2), the global limit's floor.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .max(2)
+}
+
+fn list(flag: &str, value: &str) -> Result<Vec<usize>, String> {
+    value.split(',').map(|n| positive(flag, n)).collect()
 }
 
 fn positive(flag: &str, value: &str) -> Result<usize, String> {

@@ -125,6 +125,32 @@ impl Db {
         }
     }
 
+    /// `select v from kv where id = ?` keeping the connection busy for `cost(n)` instead of the
+    /// query time, `n` being the connections in use counting this one (`--adaptive`'s simulated
+    /// resource).
+    pub fn read_costed(&self, id: i64, cost: impl FnOnce(usize) -> Duration) -> DbResult<i64> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let conn = self.take(pool)?;
+                let _held = self.in_use.enter();
+                std::thread::sleep(cost(self.in_use.now()));
+                conn.query_row("select v from kv where id = ?1", [id], |row| row.get(0))
+                    .map_err(|e| e.to_string())
+            }
+            Backend::Postgres(pool) => {
+                let mut conn = self.take(pool)?;
+                let _held = self.in_use.enter();
+                let busy = cost(self.in_use.now());
+                conn.batch_execute(&format!("select pg_sleep({})", busy.as_secs_f64()))
+                    .map_err(pg_error)?;
+                let row = conn
+                    .query_typed_one("select v from kv where id = $1", &[(&id, Type::INT8)])
+                    .map_err(pg_error)?;
+                Ok(row.get(0))
+            }
+        }
+    }
+
     /// `update kv set v = v + ? where id = ?`: one blocking call.
     pub fn write(&self, id: i64, delta: i64) -> DbResult<()> {
         match &self.backend {

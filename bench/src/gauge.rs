@@ -21,6 +21,11 @@ impl Gauge {
         Inside(self)
     }
 
+    /// How many are inside now.
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Acquire)
     }

@@ -5,15 +5,20 @@
 //! cargo run --release -p blocking-first-bench -- [--pg postgres://postgres@127.0.0.1:54329/app]
 //! ```
 //!
-//! Two other modes: `--overload` (open-loop load past the sustainable rate, `overload`) and
+//! Four other modes: `--overload` (open-loop load past the sustainable rate, `overload`),
 //! `--timeline` (one row per request of (a) and (b), coloured by where its time goes, from the
 //! runtime's split events and from clock reads in the handler: `timeline`,
-//! `docs/bench/timeline.md`).
+//! `docs/bench/timeline.md`), `--adaptive` (static caps against an adaptive limit, and shedding
+//! by time in queue: `adaptive`, `docs/bench/adaptive.md`) and `--mixed` (the global limit's
+//! default against unbounded and fixed, under mixed load: `mixed`, `docs/bench/mixed.md`).
 
+mod adaptive;
 mod args;
 mod db;
+mod fresh;
 mod gauge;
 mod load;
+mod mixed;
 mod overload;
 mod report;
 mod timeline;
@@ -50,8 +55,21 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if let Some(spec) = &args.child {
+        return if args.mixed {
+            mixed::child(args, spec)
+        } else {
+            adaptive::child(args, spec)
+        };
+    }
     let environment = Environment::capture(args);
     eprintln!("{}", environment.summary());
+    if args.adaptive {
+        return adaptive::run(args, environment);
+    }
+    if args.mixed {
+        return mixed::run(args, environment);
+    }
 
     let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let db = Arc::new(match &args.pg {

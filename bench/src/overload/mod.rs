@@ -28,19 +28,19 @@ const DRAIN: Duration = Duration::from_secs(60);
 
 /// One (rate, shedding) cell of one round, or (merged) all rounds of it.
 #[derive(Debug, Default)]
-struct Point {
+pub(crate) struct Point {
     multiple: usize,
     shed: bool,
     /// Requests started / window, req/s (merged: median over the rounds).
-    offered: f64,
+    pub(crate) offered: f64,
     /// 200s that finished inside the window / window, req/s (merged: median).
-    admitted: f64,
+    pub(crate) admitted: f64,
     /// Latencies of the 200s and of the 503s (from the scheduled start), sorted.
-    ok: Vec<Duration>,
-    rejected: Vec<Duration>,
+    pub(crate) ok: Vec<Duration>,
+    pub(crate) rejected: Vec<Duration>,
     /// Anything else: other statuses, transport errors, requests unfinished after the drain.
-    errors: usize,
-    first_error: Option<String>,
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
     /// Counted by the limit (`DB.stats().shed`): cross-checks the client's 503s.
     shed_by_server: u64,
     rss_kib: usize,
@@ -147,6 +147,7 @@ fn overload_cell(
     let mut point = setup.client_runtime.block_on(offer(
         format!("http://{addr}/"),
         rate * multiple as f64,
+        Duration::ZERO,
         window,
         args.rows,
     ));
@@ -169,8 +170,15 @@ fn overload_cell(
 }
 
 /// Open loop: one request task started per tick of a `rate` Hz interval (missed ticks burst)
-/// for `window`, then waits for them all (at most [`DRAIN`]).
-async fn offer(url: String, rate: f64, window: Duration, rows: i64) -> Point {
+/// for `warmup + window`, then waits for them all (at most [`DRAIN`]). Only requests scheduled
+/// in the window are counted.
+pub(crate) async fn offer(
+    url: String,
+    rate: f64,
+    warmup: Duration,
+    window: Duration,
+    rows: i64,
+) -> Point {
     let client = reqwest::Client::builder()
         .timeout(DRAIN)
         .build()
@@ -178,14 +186,17 @@ async fn offer(url: String, rate: f64, window: Duration, rows: i64) -> Point {
     let tally = Arc::new(Mutex::new(Point::default()));
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let start = Instant::now();
+    let start = Instant::now() + warmup;
     let end = start + window;
     let mut tasks = Vec::new();
+    let mut counted = 0;
     loop {
         let scheduled = interval.tick().await;
         if scheduled >= end {
             break;
         }
+        let measured = scheduled >= start;
+        counted += usize::from(measured);
         let id = (tasks.len() as i64).wrapping_mul(7919).rem_euclid(rows) + 1;
         let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
@@ -202,6 +213,9 @@ async fn offer(url: String, rate: f64, window: Duration, rows: i64) -> Point {
             };
             let now = Instant::now();
             let latency = now - scheduled;
+            if !measured {
+                return;
+            }
             let mut tally = tally.lock().expect("tally");
             match result {
                 Ok((status, _)) if status.is_success() => {
@@ -222,7 +236,7 @@ async fn offer(url: String, rate: f64, window: Duration, rows: i64) -> Point {
             }
         }));
     }
-    let started = tasks.len();
+    let started = counted;
     let deadline = Instant::now() + DRAIN;
     for task in &mut tasks {
         if tokio::time::timeout_at(deadline, task).await.is_err() {

@@ -195,7 +195,7 @@ fn median(sorted: &[f64]) -> f64 {
 
 /// The order of the variants in round `round` (from 0): rotated by one per round, so round r
 /// starts at variant r mod the count.
-pub fn rotated(variants: &[Variant], round: usize) -> Vec<Variant> {
+pub fn rotated<T: Copy>(variants: &[T], round: usize) -> Vec<T> {
     if variants.is_empty() {
         return Vec::new();
     }
