@@ -223,3 +223,63 @@ fn shedding_by_time_in_queue_starts_past_the_bound_and_never_below_it() {
     common::multi_thread().block_on(ten_ms());
     assert!(!QUEUED.is_full());
 }
+
+static TIGHT: Limit = Limit::adaptive("adaptive-nested", 1, 4);
+static OUTER: Limit = Limit::new("adaptive-outer", 1);
+
+#[blocking_first(limit = TIGHT)]
+async fn holds_tight(release: Arc<AtomicBool>, holding: Arc<AtomicBool>) {
+    holding.store(true, Ordering::SeqCst);
+    while !release.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[blocking_first(limit = TIGHT)]
+async fn inner_on_tight() -> std::thread::ThreadId {
+    std::thread::current().id()
+}
+
+#[blocking_first(limit = OUTER)]
+async fn outer_awaits_tight() -> bool {
+    let here = std::thread::current().id();
+    tokio::runtime::Handle::current().block_on(inner_on_tight()) == here
+}
+
+/// A body awaited from blocking code (`Handle::block_on`) on an adaptive limit whose every slot
+/// is taken gets a new slot at once and runs right there, on its caller's thread: with a blocking
+/// pool of two threads, both busy, waiting for a slot and a loop would wait for good.
+#[test]
+fn a_nested_call_on_a_full_adaptive_limit_grows_it_and_runs_inline() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (release, holding) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let held = rt.spawn(holds_tight(release.clone(), holding.clone()));
+    while !holding.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(TIGHT.capacity(), Some(1));
+    let handle = rt.handle().clone();
+    let unblock = release.clone();
+    let inline = common::bounded(
+        Duration::from_secs(10),
+        move || {
+            // Let the holder go, so that the runtime's drop does not wait for it forever.
+            unblock.store(true, Ordering::SeqCst);
+            format!("the nested call waited: {:?}", TIGHT.stats())
+        },
+        move || handle.block_on(outer_awaits_tight()),
+    );
+    assert!(inline, "the nested body ran on another thread");
+    assert_eq!(TIGHT.capacity(), Some(2), "grown by one for it");
+    release.store(true, Ordering::SeqCst);
+    rt.block_on(held).unwrap();
+}

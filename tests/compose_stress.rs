@@ -30,10 +30,15 @@
 //!
 //! Plans never ask for a deadlock by design. From code that holds slots while it waits
 //! (`Handle::block_on`, a branch whose caller waits in the scope) a nested call goes to the same
-//! limit (it runs inline, under the caller's slot), to the unbounded global limit (inline too), or,
+//! limit (it runs inline, under the caller's slot), to the global limit (inline too: an adaptive
+//! limit grows by a slot, up to its ceiling, for a nested call that finds none free), or,
 //! with a roomy blocking pool, to a limit ranked above every limit whose slot the thread may hold
 //! (A < B < C < G); with a tight pool, only the first two. There is no `Handle::block_on` under
 //! another one (tokio forbids it on one thread).
+//!
+//! The global limit `G` adapts its capacity (its default), so every case also moves it: windows
+//! of stretch times, growth while every slot is stuck, a slot made for a nested call. The
+//! `set_capacity` thread also turns shedding by time in queue on and off.
 //!
 //! **Invariants**, checked for every case:
 //! 1. every call completes, panics or is cancelled: a case not over after 10 s fails with the
@@ -45,7 +50,8 @@
 //!    (a branch or a nested body counts for the innermost limit) against its capacity, and each
 //!    limit's `peak` stays within the largest capacity it had;
 //! 3. once the calls are over: nothing in flight, no slot in use, nothing queued, no body in
-//!    blocking code; once the runtimes are gone, no loop left and every capacity can be set back;
+//!    blocking code; once the runtimes are gone, no loop left, no limit full, the global limit
+//!    still adaptive within its bounds, and every capacity can be set back;
 //! 4. borrowed data is never touched after its scope: each branch checks, at every step, a canary
 //!    that its owner marks dead as soon as `parallel::scope`, `parallel!` or `parallel::map`
 //!    returns or unwinds (the canary itself stays allocated; a branch that finds it dead reports
@@ -2053,6 +2059,9 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
                 if limit_of(l).set_capacity(cap).is_ok() {
                     case.note_capacity(l, cap);
                 }
+                // Shedding by time in queue, on and off (only `is_full` reads it).
+                let bound = [0, 200, 2_000][rng.below(3) as usize];
+                limit_of(l).set_max_queue_time(Duration::from_micros(bound));
                 sleep_us(rng.range(100, 1_500));
             }
         })
@@ -2205,6 +2214,27 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
             break;
         }
         thread::sleep(Duration::from_millis(1));
+    }
+
+    // A quiet limit is never full (whatever its bound on time in queue said while it was busy),
+    // and the global limit still adapts, within its bounds.
+    for l in 0..=G {
+        let limit = limit_of(l);
+        if limit.is_full() {
+            case.problem(format!(
+                "limit {} is full while quiet: {:?}",
+                NAMES[l],
+                limit.stats()
+            ));
+        }
+        limit.set_max_queue_time(Duration::ZERO);
+    }
+    let global = limit::global().stats();
+    match (global.bounds, global.capacity) {
+        (Some((min, max)), Some(capacity)) if (min..=max).contains(&capacity) => {}
+        _ => case.problem(format!(
+            "the global limit no longer adapts within its bounds: {global:?}"
+        )),
     }
 
     // Capacities back to what they were (a quiet limit takes any).

@@ -159,7 +159,13 @@ impl<T: Send + 'static> Drive<T> {
                         if in_stretch() {
                             let covered = limit::current()
                                 .is_some_and(|current| std::ptr::eq(current, this.limit));
-                            let slot = if covered { None } else { this.limit.try_take() };
+                            let slot = if covered {
+                                None
+                            } else {
+                                this.limit
+                                    .try_take()
+                                    .or_else(|| this.limit.grow_for_nested())
+                            };
                             if covered || slot.is_some() {
                                 if let Poll::Ready(value) = this.run_inline(&mut body, slot) {
                                     return Poll::Ready(value);

@@ -403,6 +403,22 @@ impl Limit {
         })
     }
 
+    /// A slot for a body awaited from blocking code that found none free: an adaptive limit
+    /// below its ceiling grows by one for it, at once. That code holds its thread while it
+    /// waits, so waiting for a slot (and a loop, and a blocking thread) is what an unbounded
+    /// pool never makes it do, and with a small blocking pool it could wait for good.
+    pub(crate) fn grow_for_nested(&'static self) -> Option<super::Slot> {
+        let adaptive = self.adaptive.as_ref().filter(|a| a.is_on())?;
+        let _config = self.lock_config();
+        let from = self.capacity.load(Ordering::Acquire);
+        if !adaptive.is_on() || from >= adaptive.max {
+            return None;
+        }
+        // A permit made for this slot: `capacity + debt` permits exist, as before.
+        self.capacity.store(from + 1, Ordering::Release);
+        Some(super::Slot::new(self))
+    }
+
     /// Sets an adaptive limit's floor (the global limit's, at its first use), raising the
     /// capacity to it.
     pub(crate) fn set_floor(&'static self, floor: usize) {
