@@ -2218,12 +2218,11 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
 
     // A quiet limit is never full (whatever its bound on time in queue said while it was busy),
     // and the global limit still adapts, within its bounds.
-    for l in 0..=G {
+    for (l, name) in NAMES.iter().enumerate() {
         let limit = limit_of(l);
         if limit.is_full() {
             case.problem(format!(
-                "limit {} is full while quiet: {:?}",
-                NAMES[l],
+                "limit {name} is full while quiet: {:?}",
                 limit.stats()
             ));
         }
