@@ -72,6 +72,8 @@ pub use blocking_first_runtime::__private;
 /// - [Under overload](guide::overload): a bounded queue and `ShedLayer`, measured.
 /// - [Observing it in production](guide::observing): each body's time split in tracing,
 ///   metrics and a list of bodies in flight; the detectors; what it costs.
+/// - [Adaptive caps](guide::adaptive): `Limit::adaptive` finds the concurrency a resource
+///   serves best; the global limit adapts by default; shedding by time in queue.
 /// - [Cancellation](guide::cancellation): `is_cancelled()` and `check_cancelled()` stop the
 ///   blocking work of a request whose client is gone; what cancels a handler in axum, measured.
 /// - [Guarantees](guide::guarantees): what holds and what does not, each with the test that
@@ -146,6 +148,13 @@ pub mod guide {
         doc = include_str!("../docs/cancellation.md")
     )]
     pub mod cancellation {}
+
+    #[cfg_attr(
+        not(doctest),
+        doc = include_str!("guide_links.md"),
+        doc = include_str!("../docs/adaptive.md")
+    )]
+    pub mod adaptive {}
 
     #[cfg_attr(
         not(doctest),

@@ -283,3 +283,15 @@ fn a_nested_call_on_a_full_adaptive_limit_grows_it_and_runs_inline() {
     release.store(true, Ordering::SeqCst);
     rt.block_on(held).unwrap();
 }
+
+static POOLED: Limit = Limit::adaptive("adaptive-pool", 2, 8);
+
+/// A pool built on an adaptive limit has room for its ceiling and opens its floor's worth.
+#[test]
+fn a_pool_on_an_adaptive_limit_has_room_for_its_ceiling() {
+    let pool =
+        blocking_first::pool::Pool::new(&POOLED, r2d2_sqlite::SqliteConnectionManager::memory())
+            .unwrap();
+    assert_eq!(pool.max_size(), 8);
+    assert_eq!(pool.state().connections, 2);
+}

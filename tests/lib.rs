@@ -35,4 +35,7 @@ mod guide {
 
     #[doc = include_str!("../docs/cancellation.md")]
     mod cancellation {}
+
+    #[doc = include_str!("../docs/adaptive.md")]
+    mod adaptive {}
 }

@@ -134,11 +134,20 @@ impl<M: ManageConnection> Pool<M> {
     /// (`tokio::task::spawn_blocking`) when a runtime is running. Set the limit's capacity
     /// before.
     ///
+    /// On an [adaptive](Limit::adaptive) limit the pool has room for the limit's ceiling and
+    /// opens its floor's worth at first (`min_idle`); the rest are opened as the limit grows.
+    ///
     /// # Errors
     /// If `limit` has no cap, or if the connections could not be opened within r2d2's
     /// `connection_timeout` (see [`BuildError`]).
     pub fn new(limit: &'static Limit, manager: M) -> Result<Pool<M>, BuildError> {
-        Pool::with_builder(limit, r2d2::Pool::builder(), manager)
+        let builder = r2d2::Pool::builder();
+        let builder = match limit.stats().bounds {
+            // A floor is at most `limit::MAX_CAPACITY`, which fits in a u32.
+            Some((floor, _)) => builder.min_idle(u32::try_from(floor).ok()),
+            None => builder,
+        };
+        Pool::with_builder(limit, builder, manager)
     }
 
     /// [`Pool::new`] with r2d2's other settings (timeouts, `min_idle`, handlers) taken from
