@@ -1,6 +1,7 @@
 //! Tower layers for axum routers: [`ShedLayer`] sheds load with `503 Service Unavailable` while
 //! a [`Limit`]'s queue is full; [`WorkerWatchLayer`] names the routes whose handlers block a
-//! runtime worker.
+//! runtime worker; [`ServerTimingLayer`] adds a `Server-Timing` header with where each request's
+//! blocking code spent its time.
 //!
 //! ```
 //! use axum::Router;
@@ -36,6 +37,10 @@ use crate::limit::Limit;
 #[path = "worker_watch.rs"]
 mod worker_watch;
 
+#[path = "server_timing.rs"]
+mod server_timing;
+
+pub use server_timing::{ServerTiming, ServerTimingFuture, ServerTimingLayer};
 pub use worker_watch::{WorkerWatch, WorkerWatchFuture, WorkerWatchLayer};
 
 /// Wraps a service (an axum `Router`, a route) so that requests arriving while `limit` is full

@@ -213,8 +213,15 @@ impl<T: Send + 'static> Drive<T> {
         }
         self.started = true;
         // Polled first from another body's code (it awaits this one): that body's
-        // cancellation is this one's too.
-        self.shared.inherit(cancel::current_body());
+        // cancellation is this one's too. Otherwise its split joins the request's
+        // `Server-Timing`, if a layer times the request.
+        let parent = cancel::current_body();
+        if parent.is_none() {
+            if let Some(timing) = observe::timing::current() {
+                let _ = self.shared.record.timing.set(timing);
+            }
+        }
+        self.shared.inherit(parent);
         detect::read_env();
         observe::know(self.limit);
         let on = observe::is_enabled();

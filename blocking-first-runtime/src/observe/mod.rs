@@ -37,6 +37,8 @@ pub mod detect;
 mod record;
 mod registry;
 mod report;
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) mod timing;
 
 pub(crate) use record::{Record, now};
 pub(crate) use registry::{deregister, register};

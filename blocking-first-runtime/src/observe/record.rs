@@ -64,6 +64,9 @@ pub(crate) struct Record {
     id: AtomicU64,
     /// When its caller let go of it (0: it did not).
     cancelled_at: AtomicU64,
+    /// The request (under `tower::ServerTimingLayer`) whose `Server-Timing` its split joins: set
+    /// at the first poll of a body that no other body awaits.
+    pub(crate) timing: OnceLock<std::sync::Arc<super::timing::RequestTiming>>,
 }
 
 const SHIFT: u32 = 58;
@@ -95,6 +98,7 @@ impl Record {
             registered: AtomicUsize::new(0),
             id: AtomicU64::new(0),
             cancelled_at: AtomicU64::new(0),
+            timing: OnceLock::new(),
         }
     }
 

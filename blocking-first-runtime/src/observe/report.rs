@@ -33,10 +33,14 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
         >= tracing::level_filters::LevelFilter::DEBUG;
     #[cfg(not(feature = "tracing"))]
     let traced = false;
-    if !record.is_on() || !(traced || cfg!(feature = "metrics")) {
+    let timing = record.timing.get();
+    if !record.is_on() || !(traced || cfg!(feature = "metrics") || timing.is_some()) {
         return;
     }
     let split = record.split(now);
+    if let Some(timing) = timing {
+        timing.add(&split);
+    }
     // How long a cancelled body's blocking code ran for nobody (0 if it stopped at once).
     let after_cancel = record.after_cancel();
     #[cfg(feature = "tracing")]
