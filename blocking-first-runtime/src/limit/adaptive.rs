@@ -78,6 +78,8 @@ pub(crate) struct Adaptive {
     last_finish: AtomicU64,
     /// The no-load time (ns; 0: not known yet), readable without the lock.
     base_ns: AtomicU64,
+    /// The last window's mean stretch time (ns; 0: none yet).
+    last_rtt_ns: AtomicU64,
     /// Since when jobs have been waiting for a slot without a pause (`observe::now`, ns; 0:
     /// none waits), for the stall check: a wait that just began is not a stall.
     waiting_since: AtomicU64,
@@ -96,8 +98,9 @@ struct Control {
     previous: Option<(f64, f64)>,
 }
 
-/// One window's end, for the event and the tests.
+/// One window's end, for the event.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) struct Decision {
     pub(crate) from: usize,
     pub(crate) to: usize,
@@ -119,6 +122,7 @@ impl Adaptive {
             started: AtomicU64::new(0),
             last_finish: AtomicU64::new(0),
             base_ns: AtomicU64::new(0),
+            last_rtt_ns: AtomicU64::new(0),
             denied_at: AtomicU64::new(0),
             waiting_since: AtomicU64::new(0),
             control: Mutex::new(Control {
@@ -191,7 +195,10 @@ impl Adaptive {
         }
         control.previous = Some((concurrency, rtt));
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        self.base_ns.store(control.base as u64, Ordering::Relaxed);
+        {
+            self.base_ns.store(control.base as u64, Ordering::Relaxed);
+            self.last_rtt_ns.store(rtt as u64, Ordering::Relaxed);
+        }
         #[allow(clippy::cast_precision_loss)]
         let current = capacity as f64;
         let target = if rtt > TOLERANCE * control.base {
@@ -261,16 +268,17 @@ impl Limit {
 
     /// Whether a loop should time its jobs for the adaptation.
     pub(crate) fn times_jobs(&self) -> bool {
-        self.is_adaptive()
+        self.is_adaptive() || self.max_queue_time().is_some()
     }
 
     /// A job of this limit ran for `took`: adds it to the window, and adapts the capacity if it
     /// ends one.
     pub(crate) fn job_took(&'static self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.queue_time.job_took(ns);
         let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
             return;
         };
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let now = crate::observe::now();
         adaptive.last_finish.store(now, Ordering::Relaxed);
         let Some((rtt, concurrency, queued)) = adaptive.add(ns, self.in_use() + 1, now) else {
@@ -337,9 +345,12 @@ impl Limit {
             }
             since => since,
         };
+        // Twice the usual stretch: the no-load time, or the last window's if the work got slower
+        // (then finishing one stretch in twice the old time is not a stall).
         let stall = adaptive
             .base_ns
             .load(Ordering::Relaxed)
+            .max(adaptive.last_rtt_ns.load(Ordering::Relaxed))
             .saturating_mul(2)
             .max(u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX));
         let since = adaptive

@@ -21,6 +21,9 @@ pub(crate) struct QueueTime {
     above_since: AtomicU64,
     /// Jobs have waited longer than the bound for a whole interval, and still do.
     pub(super) shedding: AtomicBool,
+    /// The mean time of the limit's jobs (ns; 0: none timed yet), a moving average: with the
+    /// jobs waiting and the capacity, how long a new one would wait.
+    job_ns: AtomicU64,
 }
 
 impl QueueTime {
@@ -29,7 +32,27 @@ impl QueueTime {
             bound: AtomicU64::new(bound),
             above_since: AtomicU64::new(0),
             shedding: AtomicBool::new(false),
+            job_ns: AtomicU64::new(0),
         }
+    }
+
+    /// A job of the limit ran for `ns`: the moving average (weight 1/8) moves.
+    pub(super) fn job_took(&self, ns: u64) {
+        let old = self.job_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+        self.job_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether a job queued now, behind `waiters` that found no slot either, would wait longer
+    /// than `bound` for one of `capacity` slots, at the jobs' mean time.
+    fn would_wait_past(&self, bound: u64, waiters: usize, capacity: usize) -> bool {
+        let job = self.job_ns.load(Ordering::Relaxed);
+        if job == 0 || capacity == 0 {
+            return false;
+        }
+        let ahead = u64::try_from(waiters).unwrap_or(u64::MAX);
+        let slots = u64::try_from(capacity).unwrap_or(u64::MAX);
+        ahead.saturating_mul(job) / slots >= bound
     }
 }
 
@@ -81,10 +104,12 @@ impl Limit {
         }
     }
 
-    /// The same limit, counting as full ([`Limit::is_full`]) while the jobs leaving its queue
-    /// have waited longer than `max_queue_time` for a slot, over at least
-    /// [`QUEUE_TIME_INTERVAL`] (CoDel's rule, RFC 8289), until one leaves having waited less or
-    /// the queue is empty. `blocking_first::tower::ShedLayer` then answers new requests with 503.
+    /// The same limit, counting as full ([`Limit::is_full`]) while a new job would wait longer
+    /// than `max_queue_time` for a slot: when the jobs already waiting, at the mean time of the
+    /// limit's jobs, fill that time, or when the jobs leaving the queue have waited longer than
+    /// it over at least [`QUEUE_TIME_INTERVAL`] (CoDel's rule, RFC 8289, which catches what the
+    /// mean misses), until one leaves having waited less or the queue is empty.
+    /// `blocking_first::tower::ShedLayer` then answers new requests with 503.
     ///
     /// A bound on time adapts where a bound on length cannot: with slow queries a short queue
     /// already means a long wait, with fast ones a long queue drains in milliseconds. Pick the
@@ -170,10 +195,21 @@ impl Limit {
     /// [`Limit::max_queue_time`] for an interval. Requests checked at the same instant may all
     /// pass, so the queue can exceed a bound by as many as arrive together.
     pub fn is_full(&self) -> bool {
-        self.max_waiting().is_some_and(|max| self.waiting() >= max)
-            // An empty queue is never full: jobs withdrawn by their cancelled callers leave no
-            // one to clear the state, and nothing would ever be admitted again.
-            || (self.queue_time.shedding.load(Ordering::Acquire) && self.waiting() > 0)
+        if self.max_waiting().is_some_and(|max| self.waiting() >= max) {
+            return true;
+        }
+        let bound = self.queue_time.bound.load(Ordering::Relaxed);
+        let waiters = self.slot_waiters();
+        // An empty queue is never full: jobs withdrawn by their cancelled callers leave no one
+        // to clear the state, and nothing would ever be admitted again.
+        bound != 0
+            && waiters > 0
+            && (self.queue_time.shedding.load(Ordering::Acquire)
+                || self.queue_time.would_wait_past(
+                    bound,
+                    waiters,
+                    self.capacity.load(Ordering::Acquire),
+                ))
     }
 
     /// Counts one request turned away because the limit was full (in [`LimitStats::shed`]), for
