@@ -961,6 +961,41 @@ async fn debug_bodies_lists_a_show_while_it_waits_on_the_preview_service() {
     );
 }
 
+/// Each response of a handler carries `Server-Timing`: a show's time in `io!` (the preview
+/// service's 150 ms) and in blocking code, as a browser's developer tools show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_carry_server_timing_with_where_the_time_went() {
+    let service = start(UpstreamConfig {
+        latency: Duration::from_millis(150),
+        failure_rate: 0.0,
+    })
+    .await;
+    let response = service
+        .http
+        .get(service.url("/notes/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let entries: std::collections::HashMap<&str, f64> = header
+        .split(", ")
+        .map(|entry| {
+            let (name, dur) = entry.split_once(";dur=").unwrap();
+            (name, dur.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(entries.len(), 5, "{header}");
+    assert!(entries["io"] >= 150.0, "{header}");
+    assert!(entries["blocking"] > 0.0, "{header}");
+    // A route that runs no body has none.
+    let response = service.http.get(service.url("/nope")).send().await.unwrap();
+    assert!(response.headers().get("server-timing").is_none());
+}
+
 /// The export is CSV of every note; a client that gives up on a long one stops it within
 /// 50 ms (its blocking code checks `check_cancelled()` per row), and the cap's slot goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
 use axum::{Json, http};
+use blocking_first::tower::ServerTimingLayer;
 use blocking_first::{blocking_first, check_cancelled};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -101,9 +102,12 @@ pub fn router(app: App) -> Router {
 }
 
 /// The layers around the routes: a span per request (the handlers' logs, in blocking code
-/// and in `io!`, land inside it), and panics turned into a JSON 500.
+/// and in `io!`, land inside it), panics turned into a JSON 500, and a `Server-Timing` header
+/// on each response (where its blocking code spent its time, shown by a browser's developer
+/// tools).
 pub fn with_layers(routes: Router) -> Router {
     routes
+        .layer(ServerTimingLayer::new())
         .layer(CatchPanicLayer::custom(api::panic_response))
         .layer(
             TraceLayer::new_for_http()
