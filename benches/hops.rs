@@ -117,6 +117,48 @@ impl tower_service::Service<http::Request<()>> for Answer {
     }
 }
 
+/// A service whose handler is one `#[blocking_first]` body, for the cost of `ServerTimingLayer`
+/// around it (it adds the body's split to the request's and formats the header).
+#[derive(Clone, Copy)]
+struct WithBody;
+
+type Responding =
+    Pin<Box<dyn Future<Output = Result<http::Response<()>, std::convert::Infallible>> + Send>>;
+
+impl tower_service::Service<http::Request<()>> for WithBody {
+    type Response = http::Response<()>;
+    type Error = std::convert::Infallible;
+    type Future = Responding;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        Box::pin(async {
+            black_box(no_region().await);
+            Ok(http::Response::new(()))
+        })
+    }
+}
+
+/// One request to [`WithBody`], directly.
+async fn body_response() -> usize {
+    use tower_service::Service as _;
+    WithBody.call(request()).await.unwrap().headers().len()
+}
+
+/// One request to [`WithBody`] through `ServerTimingLayer`.
+async fn body_response_timed() -> usize {
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+    let mut service = blocking_first::tower::ServerTimingLayer::new().layer(WithBody);
+    service.call(request()).await.unwrap().headers().len()
+}
+
 fn request() -> http::Request<()> {
     http::Request::get("/notes/1").body(()).unwrap()
 }
@@ -444,6 +486,18 @@ fn variants() -> Vec<Variant> {
             counts_hops: false,
         },
         Variant {
+            id: "body_response",
+            what: "a tower service whose handler awaits `no_region`",
+            run: |rt, n| on_worker(rt, n, body_response),
+            counts_hops: true,
+        },
+        Variant {
+            id: "body_response_timed",
+            what: "the same through `ServerTimingLayer` (a `Server-Timing` header)",
+            run: |rt, n| on_worker(rt, n, body_response_timed),
+            counts_hops: true,
+        },
+        Variant {
             id: "ping_pong",
             what: "two threads passing a value back and forth (the thread-wake floor)",
             run: |_, n| ping_pong(n),
@@ -601,12 +655,13 @@ fn table(
 }
 
 /// What observing costs: each row over its base, per round (both measured in that round).
-const COSTS: [(&str, &str); 5] = [
+const COSTS: [(&str, &str); 6] = [
     ("no_region", "no_region_unrecorded"),
     ("cancel_checks_1000", "no_region"),
     ("io_round_trip", "io_round_trip_unrecorded"),
     ("io_round_trip_detecting", "io_round_trip"),
     ("answer_watched", "answer_plain"),
+    ("body_response_timed", "body_response"),
 ];
 
 /// The [`COSTS`] table: median ratio, its interquartile range, and the median extra per call.
@@ -614,7 +669,7 @@ fn recording_cost(variants: &[Variant], per_call: &[Vec<f64>]) -> String {
     let mut out = String::from(
         "\nWhat observing costs: recording of time splits (on by default) against off, 1000 \
          cancellation checks against none, the detectors on against off, and \
-         `WorkerWatchLayer` against no layer, per round:\n\n\
+         `WorkerWatchLayer` and `ServerTimingLayer` against no layer, per round:\n\n\
          | row / its base | median ratio | p25–p75 | median extra per call |\n\
          |---|---:|---:|---:|\n",
     );

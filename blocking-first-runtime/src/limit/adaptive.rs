@@ -55,6 +55,9 @@ const SLOW_SAMPLES: u64 = 4;
 const SLOW_TIME: u64 = 1_000_000_000;
 /// How far above the no-load time a window's mean may be before the limit shrinks.
 const TOLERANCE: f64 = 1.25;
+/// Up to how far above the no-load time a window's mean counts as flat (growth by `√capacity`;
+/// between this and the tolerance, by one).
+const FLAT: f64 = 1.05;
 /// The shortest time without a stretch finishing, while jobs wait, that opens more slots.
 pub(crate) const STALL: Duration = Duration::from_millis(10);
 
@@ -203,10 +206,14 @@ impl Adaptive {
         let current = capacity as f64;
         let target = if rtt > TOLERANCE * control.base {
             (current * (TOLERANCE * control.base / rtt).max(0.5)).floor()
-        } else if queued || concurrency >= current / 2.0 {
+        } else if !(queued || concurrency >= current / 2.0) {
+            current
+        } else if rtt <= FLAT * control.base {
+            // Flat: far from the knee, grow fast.
             (current + current.sqrt().max(1.0)).ceil()
         } else {
-            current
+            // Rising, within the tolerance: near the knee, one slot at a time.
+            current + 1.0
         };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let to = (target as usize).clamp(self.min(), self.max);
