@@ -20,9 +20,10 @@
 //! - `rtt > 1.25 × base`: the resource queues; the capacity becomes
 //!   `capacity × max(0.5, 1.25 × base / rtt)` (gradient2's multiplicative decrease, with its
 //!   tolerance);
-//! - otherwise, if the limit was used (a job waited for a slot, or at least half the slots were
-//!   busy on average): `capacity + max(1, √capacity)` (gradient2's queue allowance, and its guard
-//!   against growing while the application, not the resource, limits the throughput);
+//! - otherwise, if the limit was used (a job found no free slot, or at least half the slots were
+//!   busy on average): `capacity + max(1, √capacity)` while the time is flat (at most 1.05 ×
+//!   `base`: gradient2's queue allowance), `capacity + 1` near the knee (gradient2's guard against
+//!   growing while the application, not the resource, limits the throughput);
 //! - otherwise unchanged; always within `[min, max]`.
 //!
 //! `base` is where gradient2 and Vegas fail in known ways:
