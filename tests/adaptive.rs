@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// One test at a time: each loads the machine, and the adaptive test measures throughput.
@@ -294,4 +294,90 @@ fn a_pool_on_an_adaptive_limit_has_room_for_its_ceiling() {
             .unwrap();
     assert_eq!(pool.max_size(), 8);
     assert_eq!(pool.state().connections, 2);
+}
+
+static STRAND: Limit = Limit::adaptive("adaptive-strand", 1, 8);
+static STRAND_RELEASE: AtomicBool = AtomicBool::new(false);
+static STUCK: AtomicUsize = AtomicUsize::new(0);
+static Z_RAN: AtomicBool = AtomicBool::new(false);
+
+#[blocking_first(limit = STRAND)]
+async fn quick_on_strand() {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_micros(20) {}
+}
+
+#[blocking_first(limit = STRAND)]
+async fn stuck_on_strand() {
+    STUCK.fetch_add(1, Ordering::SeqCst);
+    while !STRAND_RELEASE.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[blocking_first(limit = STRAND)]
+async fn medium_on_strand(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[blocking_first(limit = STRAND)]
+async fn z_on_strand() {
+    Z_RAN.store(true, Ordering::SeqCst);
+}
+
+/// A limit that shrank below what is taken owes slots, and a loop ends instead of taking its
+/// next job. A job that had claimed that loop (an idle one) is then left with no loop coming:
+/// it must count as waiting for a slot, so that the stall check grows the limit for it while the
+/// other slots are stuck. (Found by review; the shrink comes from a race of windows, so the
+/// failure showed in about one run in three.)
+#[test]
+fn a_job_whose_loop_left_to_pay_a_debt_is_not_stranded() {
+    let _serial = serial();
+    common::multi_thread().block_on(a_job_whose_loop_left_to_pay_a_debt());
+}
+
+async fn a_job_whose_loop_left_to_pay_a_debt() {
+    // A: a small no-load time
+    for _ in 0..60 {
+        quick_on_strand().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // B: six slots stuck (the stall watcher opens them)
+    for _ in 0..6 {
+        tokio::spawn(stuck_on_strand());
+    }
+    while STUCK.load(Ordering::SeqCst) < 6 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // C: rounds of a short and a long stretch until a window shrinks the limit
+    let mut top = STRAND.capacity().unwrap();
+    for _ in 0..400 {
+        let (a, b) = (
+            tokio::spawn(medium_on_strand(1)),
+            tokio::spawn(medium_on_strand(4)),
+        );
+        a.await.unwrap();
+        b.await.unwrap();
+        let now = STRAND.capacity().unwrap();
+        if now < top {
+            // the short stretch's loop may still be idle: Z claims it
+            let zh = tokio::spawn(z_on_strand());
+            let t = Instant::now();
+            while !Z_RAN.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(2) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let waited = t.elapsed();
+            let stats = STRAND.stats();
+            STRAND_RELEASE.store(true, Ordering::SeqCst);
+            zh.await.unwrap();
+            assert!(
+                waited < Duration::from_millis(500),
+                "Z waited {waited:?} with slots stuck and nothing grew: {stats:?}"
+            );
+            return;
+        }
+        top = top.max(now);
+    }
+    STRAND_RELEASE.store(true, Ordering::SeqCst);
+    panic!("never shrank: {:?}", STRAND.stats());
 }

@@ -29,8 +29,9 @@ thread_local! {
 ///
 /// True in the body's blocking code, in its `parallel!` / [`parallel::scope`] /
 /// [`parallel::map`] branches, and in an annotated function it awaits (a nested body sees its
-/// outermost caller's cancellation). False outside every body, and in a body whose caller still
-/// waits. It never becomes false again.
+/// outermost caller's cancellation: the body that polled it first is its caller, so a body's
+/// future shared between callers sees the first one's). False outside every body, and in a body
+/// whose caller still waits. Once the caller has let go, it stays true.
 ///
 /// A cancelled body stops by itself at its next `io!` region or `.await` that waits; this is for
 /// the long blocking work in between. The caller is gone: whatever the body returns from here is

@@ -259,13 +259,14 @@ impl Limit {
         // Idle loops hold one each: they are retired, their permits counted as taken back. A
         // loop just finishing a job is given a moment to go idle. An adaptive limit that shrank
         // has `debt` permits more than its capacity.
-        let debt = self.debt.load(Ordering::Acquire);
-        let all = u32::try_from(permits(old) + debt).expect("permits fit in a u32");
         let deadline = Instant::now() + SETTLE;
         loop {
             // Under the queue's lock: no job can be queued between the change and the new
-            // permits, where it would find no loop and no permit.
+            // permits, where it would find no loop and no permit; and every payment of the debt
+            // happens under it too, so the count of permits is exact here.
             let changed = exec::retire_idle(self, |idle| {
+                let debt = self.debt.load(Ordering::Acquire);
+                let all = u32::try_from(permits(old) + debt).expect("permits fit in a u32");
                 let rest = all - u32::try_from(idle).expect("loops fit in a u32");
                 let Ok(taken) = self.semaphore.try_acquire_many(rest) else {
                     return false;

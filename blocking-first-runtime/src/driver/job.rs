@@ -181,6 +181,9 @@ fn let_go(shared: &Arc<Shared>) {
 /// Reports a cancelled body that its loop stopped (its driver left that to the loop), with how
 /// long it ran after its caller let go. A subscriber's panic is dropped: the loop goes on.
 fn report_stopped(shared: &Shared, span: &Span) {
+    // Its split ends here (a stretch that ended waiting left it open): the time it ran for
+    // nobody counts up to now.
+    shared.record.end();
     drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
         observe::report(&shared.record, observe::Outcome::Cancelled, span, None);
     })));

@@ -180,6 +180,11 @@ impl Drop for Ending {
             limit.give_back_loop_slot();
         }
         let then = kick(limit, &mut queue);
+        if matches!(then, super::Then::Nothing) {
+            // Jobs left with no loop coming (this loop ended to pay what an adaptive limit
+            // owes): they wait for a slot now, where the stall check sees them.
+            super::now_waiting(limit, &mut queue);
+        }
         drop(queue);
         self.life.leave();
         #[cfg(not(blocking_first_loom))]
@@ -252,7 +257,12 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
     // enters its span) must not take the loop's accounting down, and is reported.
     let ran = panic::catch_unwind(AssertUnwindSafe(|| job.run(limit, running)));
     if let Some(start) = clock {
-        limit.job_took(start.elapsed());
+        // A subscriber or a recorder that panics on the adaptation's report: dropped, the loop
+        // goes on.
+        let took = start.elapsed();
+        crate::unwind::drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
+            limit.job_took(took);
+        })));
     }
     if let Err(payload) = ran {
         let message = payload

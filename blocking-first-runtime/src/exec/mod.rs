@@ -350,6 +350,18 @@ pub(crate) fn serve_queued(limit: &'static Limit, more: usize) {
     }
 }
 
+/// Under the lock, when no loop is coming for the queued jobs: those not counted yet as waiting
+/// for a slot are now.
+fn now_waiting(limit: &'static Limit, queue: &mut Queue) {
+    let Queue { started, fresh, .. } = queue;
+    for entry in started.iter_mut().chain(fresh.iter_mut()) {
+        if !entry.waits {
+            entry.waits = true;
+            limit.slot_wait_began();
+        }
+    }
+}
+
 /// Under the lock: makes sure a queued job has a loop coming.
 fn kick(limit: &'static Limit, queue: &mut Queue) -> Then {
     let Some(front) = queue.started.front().or_else(|| queue.fresh.front()) else {

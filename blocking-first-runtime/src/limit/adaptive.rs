@@ -292,23 +292,40 @@ impl Limit {
         let Some((rtt, concurrency, queued)) = adaptive.add(ns, self.in_use() + 1, now) else {
             return;
         };
-        let _config = self.lock_config();
-        if !adaptive.is_on() {
-            return;
-        }
-        let capacity = self.capacity.load(Ordering::Acquire);
-        let decision = adaptive.decide(capacity, rtt, concurrency, queued);
-        if decision.to != decision.from {
+        let decision = {
+            let _config = self.lock_config();
+            if !adaptive.is_on() {
+                return;
+            }
+            let capacity = self.capacity.load(Ordering::Acquire);
+            let decision = adaptive.decide(capacity, rtt, concurrency, queued);
             self.move_capacity(decision.from, decision.to);
+            decision
+        };
+        // Outside the config lock: starting loops may drop a job's body (its runtime shutting
+        // down), whose destructor may take the lock again, and a subscriber may call
+        // `set_capacity` on this limit.
+        self.moved(&decision);
+    }
+
+    /// After a capacity moved (outside the config lock): loops for the queued jobs if it grew,
+    /// and the report.
+    fn moved(&'static self, decision: &Decision) {
+        if decision.to > decision.from {
+            crate::exec::serve_queued(self, decision.to - decision.from);
         }
-        adapted(self, &decision);
+        adapted(self, decision);
     }
 
     /// Moves an adaptive limit's capacity from `from` to `to` (under the config lock): more
-    /// permits (paying what it owes first) and loops for the queued jobs, or fewer: free permits
-    /// taken now, the rest owed and not handed out again when they come back.
+    /// permits (paying what it owes first; [`Limit::moved`] then starts loops for the queued
+    /// jobs), or fewer: free permits taken now, the rest owed and not handed out again when they
+    /// come back.
     fn move_capacity(&'static self, from: usize, to: usize) {
         self.capacity.store(to, Ordering::Release);
+        if to == from {
+            return;
+        }
         if to > from {
             let mut more = to - from;
             let paid = self
@@ -319,7 +336,6 @@ impl Limit {
                 .map_or(0, |debt| debt.min(more));
             more -= paid;
             self.semaphore.add_permits(more);
-            crate::exec::serve_queued(self, to - from);
         } else {
             let fewer = from - to;
             let mut taken = 0;
@@ -368,28 +384,28 @@ impl Limit {
         if now.saturating_sub(since) < stall {
             return false;
         }
-        let _config = self.lock_config();
-        let from = self.capacity.load(Ordering::Acquire);
-        if !adaptive.is_on() || from >= adaptive.max {
-            return false;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let step = (from as f64).sqrt().max(1.0).ceil();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let to = (from + step as usize).min(adaptive.max);
-        self.move_capacity(from, to);
+        let (from, to) = {
+            let _config = self.lock_config();
+            let from = self.capacity.load(Ordering::Acquire);
+            if !adaptive.is_on() || from >= adaptive.max {
+                return false;
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let step = (from as f64).sqrt().max(1.0).ceil();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let to = (from + step as usize).min(adaptive.max);
+            self.move_capacity(from, to);
+            (from, to)
+        };
         // The next stall counts from here.
         adaptive.last_finish.store(now, Ordering::Relaxed);
-        adapted(
-            self,
-            &Decision {
-                from,
-                to,
-                rtt: Duration::ZERO,
-                base: Duration::from_nanos(adaptive.base_ns.load(Ordering::Relaxed)),
-                concurrency: f64::NAN,
-            },
-        );
+        self.moved(&Decision {
+            from,
+            to,
+            rtt: Duration::ZERO,
+            base: Duration::from_nanos(adaptive.base_ns.load(Ordering::Relaxed)),
+            concurrency: f64::NAN,
+        });
         true
     }
 
@@ -436,6 +452,8 @@ impl Limit {
         // A permit made for this slot: `capacity + debt` permits exist, as before.
         self.capacity.store(from + 1, Ordering::Release);
         Some(super::Slot::new(self))
+        // (While the limit owes slots this still makes one: paying the debt frees no permit now,
+        // and this caller cannot wait for one.)
     }
 
     /// Sets an adaptive limit's floor (the global limit's, at its first use), raising the
@@ -444,13 +462,24 @@ impl Limit {
         let Some(adaptive) = self.adaptive.as_ref() else {
             return;
         };
-        let _config = self.lock_config();
         let floor = floor.min(adaptive.max);
-        adaptive.min.store(floor, Ordering::Relaxed);
-        let from = self.capacity.load(Ordering::Acquire);
-        if adaptive.is_on() && from < floor {
+        let from = {
+            let _config = self.lock_config();
+            adaptive.min.store(floor, Ordering::Relaxed);
+            let from = self.capacity.load(Ordering::Acquire);
+            if !adaptive.is_on() || from >= floor {
+                return;
+            }
             self.move_capacity(from, floor);
-        }
+            from
+        };
+        self.moved(&Decision {
+            from,
+            to: floor,
+            rtt: Duration::ZERO,
+            base: Duration::ZERO,
+            concurrency: f64::NAN,
+        });
     }
 
     /// Permits this limit will not hand out again when they come back (an adaptive limit that
