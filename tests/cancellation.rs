@@ -514,6 +514,8 @@ fn the_split_event_and_the_metrics_say_how_long_a_cancelled_body_ran_for_nobody(
     let after = |name: &str| {
         let events = cancelled_splits(name);
         assert_eq!(events.len(), 1, "{name}: reported once: {events:?}");
+        // The global limit's capacity as the body ended: adaptive, at least its floor.
+        assert!(events[0].num("capacity") >= 2, "{events:?}");
         Duration::from_micros(events[0].num("after_cancel_us"))
     };
     let ignored = after("finishes_its_row");

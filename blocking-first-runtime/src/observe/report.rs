@@ -53,6 +53,8 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
             file = record.site.file,
             line = record.site.line,
             limit = record.limit.name(),
+            // The limit's capacity as the body ended (an adaptive limit's moves; 0: unbounded).
+            capacity = record.limit.capacity().unwrap_or(0),
             outcome = outcome.name(),
             total_us = us(split.total()),
             slot_wait_us = us(split.slot_wait),
