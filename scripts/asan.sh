@@ -18,8 +18,7 @@ target="$(rustc -vV | sed -n 's/^host: //p')"
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
     tests=(--test compose_stress --test driver --test parallel --test shutdown --test stress
-           --test soundness --test executor --test executor_edges --test nested --test cancellation
-           --test adaptive)
+           --test soundness --test executor --test executor_edges --test nested --test cancellation)
 fi
 
 # Leak checks stay off: runtimes that tests shut down in the background keep threads (and their
