@@ -37,14 +37,21 @@ impl RequestTiming {
         if self.bodies.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut value = String::new();
+        let mut value = String::with_capacity(96);
         for (kind, total) in Kind::ALL.into_iter().zip(&self.nanos) {
             if !value.is_empty() {
                 value.push_str(", ");
             }
-            #[allow(clippy::cast_precision_loss)]
-            let ms = total.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = write!(value, "{};dur={ms:.3}", kind.name());
+            // Milliseconds with three decimals, from whole microseconds (integers format in a
+            // fraction of the instructions floats take).
+            let micros = total.load(Ordering::Relaxed) / 1_000;
+            let _ = write!(
+                value,
+                "{};dur={}.{:03}",
+                kind.name(),
+                micros / 1_000,
+                micros % 1_000
+            );
         }
         Some(value)
     }
