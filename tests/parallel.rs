@@ -73,7 +73,9 @@ fn question_mark_returns_from_its_branch() {
     });
 }
 
-#[blocking_first]
+/// On an unbounded limit: three threads at once whatever the global limit's capacity (adaptive,
+/// from the cores: a branch that finds no slot runs on its caller's thread, after the others).
+#[blocking_first(limit = WIDE)]
 async fn three_sleeps() -> (thread::ThreadId, thread::ThreadId, thread::ThreadId) {
     let nap = || {
         assert_blocking_thread();
