@@ -2,12 +2,15 @@
 //! small constant, at every concurrency. Alone in its own test binary, so that no other test's
 //! threads are counted.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use blocking_first::blocking_first;
 use blocking_first::limit::Limit;
+use common::os_threads;
 
 const CAP: usize = 8;
 const WORKERS: usize = 2;
@@ -23,15 +26,6 @@ async fn handler() {
     std::thread::sleep(Duration::from_millis(1));
     io! { tokio::time::sleep(Duration::from_millis(5)).await };
     std::thread::sleep(Duration::from_millis(1));
-}
-
-fn os_threads() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

@@ -100,6 +100,16 @@ fn quiet_nested_runtime_panics() {
     });
 }
 
+/// The process's OS threads now (Linux: `/proc/self/status`).
+pub fn os_threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
 /// A short real suspension: an await that returns `Pending` at least once.
 pub async fn suspend() {
     tokio::time::sleep(Duration::from_millis(2)).await;
