@@ -251,7 +251,7 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
         _busy: limit.busy(),
     };
     // An adaptive limit learns from how long its jobs take.
-    let clock = limit.times_jobs().then(Instant::now);
+    let clock = limit.times_jobs().then(crate::observe::now);
     // A job catches its own panics (a body's reaches its caller, as does a panic of the
     // observers around its stretch); one escaping anyway (a subscriber panicking as a branch
     // enters its span) must not take the loop's accounting down, and is reported.
@@ -259,9 +259,9 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
     if let Some(start) = clock {
         // A subscriber or a recorder that panics on the adaptation's report: dropped, the loop
         // goes on.
-        let took = start.elapsed();
+        let now = crate::observe::now();
         crate::unwind::drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
-            limit.job_took(took);
+            limit.job_took(start, now);
         })));
     }
     if let Err(payload) = ran {

@@ -30,10 +30,8 @@
 //!
 //! - a long average of loaded times drifts upward under constant load, and the limit with it
 //!   (Netflix concurrency-limits#165). Here `base` is the lowest window mean seen, and it only
-//!   rises on evidence: a window whose concurrency fell by a quarter or more from the previous
-//!   one while its time fell by less than a tenth. Queueing would have made it fall with the
-//!   concurrency; it did not, so the work itself got slower (a phase change), and `base` becomes
-//!   that time.
+//!   rises on evidence: a whole window at the floor still above the tolerance. No queue is left
+//!   to shrink, so the work itself got slower (a phase change), and `base` becomes that time.
 //! - Envoy's periodic probe at a minimal concurrency sheds requests (envoyproxy/envoy#8337):
 //!   there is no probe. A limit whose work got faster sees it at once (a lower mean); one whose
 //!   work got slower shrinks, and the shrinking is what shows the time did not follow.
@@ -82,6 +80,8 @@ pub(crate) struct Adaptive {
     last_finish: AtomicU64,
     /// The no-load time (ns; 0: not known yet), readable without the lock.
     base_ns: AtomicU64,
+    /// In the stall watcher's list (added once, never removed: limits are `static`).
+    listed: AtomicBool,
     /// The last window's mean stretch time (ns; 0: none yet).
     last_rtt_ns: AtomicU64,
     /// Since when jobs have been waiting for a slot without a pause (`observe::now`, ns; 0:
@@ -98,8 +98,6 @@ pub(crate) struct Adaptive {
 struct Control {
     /// The no-load stretch time (ns); 0 before the first window.
     base: f64,
-    /// The previous window's mean concurrency and mean time.
-    previous: Option<(f64, f64)>,
 }
 
 /// One window's end, for the event.
@@ -126,13 +124,11 @@ impl Adaptive {
             started: AtomicU64::new(0),
             last_finish: AtomicU64::new(0),
             base_ns: AtomicU64::new(0),
+            listed: AtomicBool::new(false),
             last_rtt_ns: AtomicU64::new(0),
             denied_at: AtomicU64::new(0),
             waiting_since: AtomicU64::new(0),
-            control: Mutex::new(Control {
-                base: 0.0,
-                previous: None,
-            }),
+            control: Mutex::new(Control { base: 0.0 }),
         }
     }
 
@@ -197,7 +193,6 @@ impl Adaptive {
             // Still slow at the floor, a whole window long: not queueing, the work got slower.
             control.base = rtt;
         }
-        control.previous = Some((concurrency, rtt));
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         {
             self.base_ns.store(control.base as u64, Ordering::Relaxed);
@@ -281,13 +276,14 @@ impl Limit {
 
     /// A job of this limit ran for `took`: adds it to the window, and adapts the capacity if it
     /// ends one.
-    pub(crate) fn job_took(&'static self, took: Duration) {
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    ///
+    /// `started` and `now`: `observe::now` at its start and end.
+    pub(crate) fn job_took(&'static self, started: u64, now: u64) {
+        let ns = now.saturating_sub(started);
         self.queue_time.job_took(ns);
         let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
             return;
         };
-        let now = crate::observe::now();
         adaptive.last_finish.store(now, Ordering::Relaxed);
         let Some((rtt, concurrency, queued)) = adaptive.add(ns, self.in_use() + 1, now) else {
             return;
@@ -504,10 +500,10 @@ pub(crate) fn watch_stalls(limit: &'static Limit) {
     if !limit.is_adaptive() {
         return;
     }
-    {
-        let mut watched = lock(&STALL_WATCHED);
-        if !watched.iter().any(|known| std::ptr::eq(*known, limit)) {
-            watched.push(limit);
+    // The list's lock only the first time: this runs for every job that waits.
+    if let Some(adaptive) = &limit.adaptive {
+        if !adaptive.listed.swap(true, Ordering::AcqRel) {
+            lock(&STALL_WATCHED).push(limit);
         }
     }
     // SeqCst here and at the exit: either this sees the thread gone and starts one, or the

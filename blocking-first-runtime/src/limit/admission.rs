@@ -36,8 +36,12 @@ impl QueueTime {
         }
     }
 
-    /// A job of the limit ran for `ns`: the moving average (weight 1/8) moves.
+    /// A job of the limit ran for `ns`: the moving average (weight 1/8) moves, if the limit
+    /// has a bound on time in queue (nothing else reads it).
     pub(super) fn job_took(&self, ns: u64) {
+        if self.bound.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let old = self.job_ns.load(Ordering::Relaxed);
         let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
         self.job_ns.store(new, Ordering::Relaxed);
