@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     parked: Mutex<Option<Waker>>,
     /// Where the body's time goes, and where it is listed while in flight.
     pub(crate) record: Record,
+    /// Connections of `blocking_first::pool` taken in this body's code and not given back: a
+    /// stretch that ends with one held says so (only a connection that is `Send`, diesel's, can
+    /// be held there; the others make that a compile error).
+    pub(crate) conns: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -50,6 +54,7 @@ impl Shared {
             cancelled: AtomicBool::new(false),
             parent: std::sync::OnceLock::new(),
             parked: Mutex::new(None),
+            conns: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -16,7 +16,9 @@
 //! - its connections, [`Conn`], are neither `Send` nor `Sync`. The body of a `#[blocking_first]`
 //!   function must be `Send` because it moves between threads at its await points, which are
 //!   every `io!` and every `.await`. A `Conn` alive across one of them does not compile; one
-//!   taken, used and dropped in blocking code does.
+//!   taken, used and dropped in blocking code does. (diesel's connections must be `Send`, so with
+//!   the `diesel` feature those of diesel's manager are, and holding one there is reported at run
+//!   time instead: see [`Conn`].)
 //!
 //! The rule: **give the connection back before `io!` or `.await`, and take a new one after.**
 //! End its scope to give it back: use it in one statement (`db.get()?.execute(..)?`) or in a
@@ -72,6 +74,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use r2d2::ManageConnection;
 
 use crate::limit::{CapacityError, Limit, PoolSizing};
+
+#[cfg(feature = "diesel")]
+#[path = "pool_diesel.rs"]
+mod diesel;
+#[cfg(feature = "diesel")]
+#[doc(hidden)]
+pub use diesel::ConnTransactionManager;
 
 /// An r2d2 pool with as many connections as its [`Limit`] has slots, handing out connections
 /// ([`Conn`]) that cannot be held across `io!` or `.await`.
@@ -289,8 +298,9 @@ impl<M: ManageConnection> Pool<M> {
             inner,
             #[cfg(feature = "tracing")]
             _held: Held::take(self.key()),
+            _body: InBody::take(),
             pool: self.clone(),
-            _stays: PhantomData,
+            _stays: Stays(PhantomData, PhantomData),
         })
     }
 
@@ -407,13 +417,14 @@ impl<M: ManageConnection> Pool<M> {
 
 #[cfg(feature = "tracing")]
 thread_local! {
-    /// The pools of the connections this thread holds, one entry per [`Conn`] (a `Conn` never
-    /// leaves its thread).
+    /// The pools of the connections this thread holds, one entry per [`Conn`] (only a diesel
+    /// `Conn` can leave its thread).
     static HELD: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One connection of a pool, counted as held by this thread while it lives, with the job of its
-/// loop that took it: one of an earlier job was leaked (`mem::forget`), not held now.
+/// loop that took it: one of an earlier job was leaked (`mem::forget`) or sent to another thread
+/// (dropped there, where this thread's list is out of reach), not held now.
 #[cfg(feature = "tracing")]
 struct Held(usize, u64);
 
@@ -421,7 +432,12 @@ struct Held(usize, u64);
 impl Held {
     fn take(pool: usize) -> Held {
         let entry = (pool, crate::limit::job());
-        HELD.with_borrow_mut(|held| held.push(entry));
+        HELD.with_borrow_mut(|held| {
+            // An entry of an earlier job is one whose connection left the thread (a `Send` one,
+            // diesel's) or was leaked: never held by this job, so not kept.
+            held.retain(|other| other.1 == entry.1);
+            held.push(entry);
+        });
         Held(entry.0, entry.1)
     }
 
@@ -542,8 +558,37 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// }
 /// ```
 ///
-/// Diesel takes the connection itself, not the `Conn` around it: pass `&mut *conn`, or use
-/// [`Pool::with`], whose closure gets `&mut` the driver's connection.
+/// **diesel.** With the `diesel` feature, diesel takes a `Conn` of its r2d2 manager
+/// (`Conn<diesel::r2d2::ConnectionManager<C>>`) as it is, as it takes r2d2's own connection:
+/// `.get_result(&mut conn)`, `.execute(&mut conn)`, `.load(&mut conn)`, `conn.transaction(..)`,
+/// `conn.run_pending_migrations(..)`. diesel requires its connections to be `Send`, so that
+/// `Conn` is, and holding it across `io!` or an `.await` compiles. It is caught when it happens
+/// instead: the stretch of blocking code that ends holding it logs a `WARN` at target
+/// `blocking_first::pool` naming the function, its file and line (once per function; counted in
+/// [`Stats::connection_warnings`](crate::Stats::connection_warnings)). The rule is the same.
+/// Without the feature, pass `&mut *conn`, or use [`Pool::with`], whose closure gets `&mut` the
+/// driver's connection.
+///
+/// ```
+/// # use blocking_first::{blocking_first, limit::Limit, pool::Pool};
+/// use diesel::prelude::*;
+/// use diesel::r2d2::ConnectionManager;
+///
+/// # type Error = Box<dyn std::error::Error + Send + Sync>;
+/// static DB: Limit = Limit::new("db", 4);
+///
+/// #[blocking_first(limit = DB)]
+/// async fn double(db: Pool<ConnectionManager<SqliteConnection>>) -> Result<i32, Error> {
+///     let mut conn = db.get()?;
+///     let four = diesel::select(2.into_sql::<diesel::sql_types::Integer>() * 2)
+///         .get_result::<i32>(&mut conn)?;
+///     Ok(four)
+/// }
+/// # #[tokio::main] async fn main() -> Result<(), Error> {
+/// # let db = Pool::build(&DB, ConnectionManager::new(":memory:")).await?;
+/// # assert_eq!(double(db).await?, 4);
+/// # Ok(()) }
+/// ```
 ///
 /// For the same reason a `Conn` cannot move into, or be borrowed by, a `parallel!` branch that
 /// may run on another thread, which is every branch but the last: take one in each branch that
@@ -558,19 +603,50 @@ pub struct Conn<M: ManageConnection> {
     /// Counts the connection as held by this thread (for the warning about a second one).
     #[cfg(feature = "tracing")]
     _held: Held,
+    /// Counts the connection in the body that took it, if any.
+    _body: Option<InBody>,
     /// Keeps the pool, and so the limit's capacity, fixed while the connection is out.
     pool: Pool<M>,
-    /// Makes the connection neither `Send` nor `Sync`, at no cost. When a body holds a `Conn`
-    /// across an await, rustc's help line names the innermost type that is not `Send`, this raw
-    /// pointer: "the trait `Send` is not implemented for
-    /// `*const pool::EndTheConnScopeBeforeIoOrAwait`". So the pointee's name is the advice. It
-    /// says "end the scope", not "drop": a `drop(conn)` after a use does not satisfy rustc,
-    /// ending the scope always does.
-    _stays: PhantomData<*const EndTheConnScopeBeforeIoOrAwait>,
+    /// Makes the connection neither `Send` nor `Sync` (but a diesel one `Send`), at no cost.
+    _stays: Stays<M>,
 }
+
+/// [`Conn`]'s marker. When a body holds a `Conn` across an await, rustc's help line names the
+/// innermost type that is not `Send`, the raw pointer: "the trait `Send` is not implemented for
+/// `*const pool::EndTheConnScopeBeforeIoOrAwait`". So the pointee's name is the advice. It says
+/// "end the scope", not "drop": a `drop(conn)` after a use does not satisfy rustc, ending the
+/// scope always does. It holds no data, so whether it is `Send` is a choice: with the `diesel`
+/// feature, the marker of diesel's manager is (diesel's `Connection` must be `Send`), and a held
+/// diesel connection is reported at run time instead ([`InBody`]).
+struct Stays<M>(
+    PhantomData<*const EndTheConnScopeBeforeIoOrAwait>,
+    PhantomData<fn() -> M>,
+);
 
 /// Never instantiated: only named in [`Conn`]'s marker, where rustc's errors show it.
 enum EndTheConnScopeBeforeIoOrAwait {}
+
+/// A connection counted in the body whose blocking code took it (in the body's state, not the
+/// thread's: a diesel `Conn` may be dropped on another thread). A stretch that ends, at an `io!`
+/// or an `.await`, while the count is not 0 says so: the connection is then outside the cap.
+struct InBody(Arc<crate::mode::Shared>);
+
+impl InBody {
+    fn take() -> Option<InBody> {
+        let body = crate::cancel::current_body()?;
+        body.conns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(InBody(body))
+    }
+}
+
+impl Drop for InBody {
+    fn drop(&mut self) {
+        self.0
+            .conns
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl<M: ManageConnection> Deref for Conn<M> {
     type Target = M::Connection;

@@ -20,6 +20,7 @@ pub(crate) static NESTED_INLINE: AtomicU64 = AtomicU64::new(0);
 pub(crate) static STARVATION_WARNINGS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DETECTOR_WARNINGS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static WORKER_WARNINGS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static CONNECTION_WARNINGS: AtomicU64 = AtomicU64::new(0);
 
 /// A snapshot of the process-wide counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,10 @@ pub struct Stats {
     /// `blocking_first::tower::WorkerWatchLayer` past its threshold, and a pooled connection taken
     /// on a worker outside every body.
     pub worker_warnings: u64,
+    /// Functions whose blocking code reached an `io!` region or an `.await` holding a connection
+    /// of `blocking_first::pool` (a diesel one: the others do not compile there), each counted
+    /// once.
+    pub connection_warnings: u64,
 }
 
 /// Reads the process-wide counters.
@@ -80,6 +85,7 @@ pub fn stats() -> Stats {
         starvation_warnings: STARVATION_WARNINGS.load(Ordering::Relaxed),
         detector_warnings: DETECTOR_WARNINGS.load(Ordering::Relaxed),
         worker_warnings: WORKER_WARNINGS.load(Ordering::Relaxed),
+        connection_warnings: CONNECTION_WARNINGS.load(Ordering::Relaxed),
     }
 }
 

@@ -71,6 +71,7 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
         }
         if shared.io.load(Ordering::Acquire) {
             shared.on_blocking.store(false, Ordering::Release);
+            check_conns(shared);
             return Stretch::Back;
         }
         if shared.is_woken() {
@@ -85,7 +86,17 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
         });
         if !quick {
             shared.on_blocking.store(false, Ordering::Release);
+            check_conns(shared);
             return Stretch::Back;
         }
+    }
+}
+
+/// A body leaving its blocking code holds no pooled connection, or is told so.
+fn check_conns(shared: &Shared) {
+    let held = shared.conns.load(std::sync::atomic::Ordering::Relaxed);
+    if held != 0 {
+        let record = &shared.record;
+        crate::observe::detect::held_connection(record.site, record.limit.name(), held);
     }
 }

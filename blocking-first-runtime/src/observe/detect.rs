@@ -283,6 +283,31 @@ fn warn(site: &Site, kind: Kind, took: Duration, threshold: Duration, limit: &st
     .increment(1);
 }
 
+/// A stretch of `site` ended, at an `io!` region or an `.await`, while the body held `held`
+/// connections of `blocking_first::pool` (only a diesel one can be held there: the others are not
+/// `Send`). Always on (the check is one load per stretch that ends unfinished); said once per
+/// function.
+#[cold]
+pub(crate) fn held_connection(site: &Site, limit: &str, held: usize) {
+    if site.warned[2].swap(1, Ordering::Relaxed) != 0 {
+        return;
+    }
+    stats::CONNECTION_WARNINGS.fetch_add(1, Ordering::Relaxed);
+    let (function, file, line) = (site.function, site.file, site.line);
+    let message = format!(
+        "blocking-first: `{function}` ({file}:{line}) left its blocking code at an `io!` region \
+         or an `.await` holding {held} connection(s) of `blocking_first::pool`: while it waits, \
+         its slot of limit `{limit}` serves another body, which may then wait for a connection \
+         until r2d2's timeout. End the connection's scope before the `io!` or `.await` (use it in \
+         one statement, in a block, or in `Pool::with`) and take a new one after (logged once \
+         per function)"
+    );
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "blocking_first::pool", function, file, line, held, "{message}");
+    #[cfg(not(feature = "tracing"))]
+    eprintln!("{message}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,8 +101,9 @@ pub struct Site {
     pub(crate) function: &'static str,
     pub(crate) file: &'static str,
     pub(crate) line: u32,
-    /// When each detector last warned about this function (ns from the clock's start, + 1).
-    pub(crate) warned: [AtomicU64; 2],
+    /// When each detector last warned about this function (ns from the clock's start, + 1), and
+    /// whether a stretch of it ended holding a pooled connection (1).
+    pub(crate) warned: [AtomicU64; 3],
     /// Its metric handles, looked up at most once a second.
     #[cfg(feature = "metrics")]
     pub(crate) metrics: report::SiteMetrics,
@@ -115,7 +116,7 @@ impl Site {
             function,
             file,
             line,
-            warned: [AtomicU64::new(0), AtomicU64::new(0)],
+            warned: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             #[cfg(feature = "metrics")]
             metrics: report::SiteMetrics::new(),
         }

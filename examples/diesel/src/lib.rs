@@ -74,7 +74,7 @@ pub async fn app(database_url: &str, upstream: String) -> Result<Router, BoxErro
 async fn open(database_url: String) -> Result<Db, BoxError> {
     let builder = diesel::r2d2::Pool::builder().connection_customizer(Box::new(WaitWhenBusy));
     let db = Pool::with_builder(&DB, builder, ConnectionManager::new(database_url))?;
-    db.with(|conn| conn.run_pending_migrations(MIGRATIONS).map(|_| ()))??;
+    db.get()?.run_pending_migrations(MIGRATIONS)?;
     Ok(db)
 }
 
@@ -95,18 +95,18 @@ async fn create_user(
     State(app): State<App>,
     Json(new_user): Json<NewUser>,
 ) -> Result<Json<User>, AppError> {
-    let user = app.db.with(|conn| {
-        diesel::insert_into(users::table)
-            .values(new_user)
-            .returning(User::as_returning())
-            .get_result(conn)
-    })??;
+    let mut conn = app.db.get()?;
+    let user = diesel::insert_into(users::table)
+        .values(new_user)
+        .returning(User::as_returning())
+        .get_result(&mut conn)?;
     Ok(Json(user))
 }
 
 #[blocking_first(limit = DB)]
 async fn list_users(State(app): State<App>) -> Result<Json<Vec<User>>, AppError> {
-    Ok(Json(app.db.with(|conn| User::query().load(conn))??))
+    let mut conn = app.db.get()?;
+    Ok(Json(User::query().load(&mut conn)?))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,9 +121,10 @@ async fn greet_user(
     State(app): State<App>,
     Path(id): Path<i32>,
 ) -> Result<Json<Greeting>, AppError> {
-    let user = app
-        .db
-        .with(|conn| User::query().filter(users::id.eq(id)).first(conn))??;
+    // The connection's scope ends with the statement: none is held in `io!`.
+    let user = User::query()
+        .filter(users::id.eq(id))
+        .first(&mut app.db.get()?)?;
     let greeting = io! {
         let answer = app.http.post(&app.upstream).json(&user).send().await?;
         answer.error_for_status()?.json().await?
@@ -137,7 +138,8 @@ struct Stats {
     hair_colors: Vec<String>,
 }
 
-/// Two queries side by side, each on its own connection.
+/// Two queries side by side, each on its own connection (`Pool::with`: the closure is the
+/// connection's scope).
 #[blocking_first(limit = DB)]
 async fn user_stats(State(app): State<App>) -> Result<Json<Stats>, AppError> {
     let (users, hair_colors) = parallel! {
