@@ -213,7 +213,7 @@ async fn a_diesel_conn_held_across_io_or_await_is_reported_once_per_function() {
     assert_eq!(io.len(), 1, "{io:?}");
     let message = &io[0].fields["message"];
     assert!(
-        message.contains("`io!` region or an `.await` holding 1 connection(s)")
+        message.contains("`io!` region or an `.await` that suspended it, with 1 connection(s)")
             && message.contains("limit `diesel-db`")
             && message.contains("End the connection's scope"),
         "{message}"
@@ -225,6 +225,62 @@ async fn a_diesel_conn_held_across_io_or_await_is_reported_once_per_function() {
     // Every connection came back.
     let state = db.state();
     assert_eq!(state.idle_connections, state.connections);
+}
+
+static SECOND: Limit = Limit::new("diesel-second", 2);
+
+/// Connections sent to another thread, or into a `parallel!` branch, and dropped there: the
+/// next one taken is not a second one.
+#[blocking_first(limit = SECOND)]
+async fn dropped_elsewhere(db: Db) -> Result<(), BoxError> {
+    let conn = db.get()?;
+    std::thread::spawn(move || drop(conn)).join().unwrap();
+    let again = db.get()?;
+    parallel!(drop(again), std::thread::sleep(Duration::from_millis(5)));
+    let _third = db.get()?;
+    Ok(())
+}
+
+/// Two at once under one slot: the pool's warning about a second connection.
+#[blocking_first(limit = SECOND)]
+async fn two_at_once(db: Db) -> Result<(), BoxError> {
+    let _first = db.get()?;
+    let _second = db.get()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diesel_conn_dropped_on_another_thread_is_not_counted_as_held_there() {
+    install_subscriber();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir
+        .path()
+        .join("second.sqlite")
+        .to_string_lossy()
+        .into_owned();
+    let second = |w: &Warning| w.fields["message"].contains("a second connection");
+    let db = Pool::build(&SECOND, Manager::new(url.clone()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        dropped_elsewhere(db.clone()).await.unwrap();
+    }
+    let pool_warnings =
+        |w: &Warning| w.fields.get("pool_limit").map(String::as_str) == Some("diesel-second");
+    assert!(
+        !common::warnings::at("blocking_first::pool")
+            .iter()
+            .any(|w| pool_warnings(w) && second(w)),
+        "{:?}",
+        common::warnings::at("blocking_first::pool")
+    );
+    // The warning itself still works.
+    two_at_once(db.clone()).await.unwrap();
+    let seconds = common::warnings::at("blocking_first::pool")
+        .into_iter()
+        .filter(|w| pool_warnings(w) && second(w))
+        .count();
+    assert_eq!(seconds, 1);
 }
 
 #[test]

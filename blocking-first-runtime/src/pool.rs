@@ -417,46 +417,40 @@ impl<M: ManageConnection> Pool<M> {
 
 #[cfg(feature = "tracing")]
 thread_local! {
-    /// The pools of the connections this thread holds, one entry per [`Conn`] (only a diesel
-    /// `Conn` can leave its thread).
-    static HELD: std::cell::RefCell<Vec<(usize, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The connections taken on this thread: their pool, the job of the loop that took them, and
+    /// a handle that dies with the connection (wherever it is dropped: a diesel `Conn` may leave
+    /// the thread).
+    static HELD: std::cell::RefCell<Vec<(usize, u64, std::sync::Weak<()>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One connection of a pool, counted as held by this thread while it lives, with the job of its
-/// loop that took it: one of an earlier job was leaked (`mem::forget`) or sent to another thread
-/// (dropped there, where this thread's list is out of reach), not held now.
+/// One connection of a pool, counted as held by the thread that took it, in the job of its loop
+/// that took it, while it lives. One of an earlier job was leaked (`mem::forget`) or sent away,
+/// not held by this job.
 #[cfg(feature = "tracing")]
-struct Held(usize, u64);
+struct Held {
+    _alive: Arc<()>,
+}
 
 #[cfg(feature = "tracing")]
 impl Held {
     fn take(pool: usize) -> Held {
-        let entry = (pool, crate::limit::job());
+        let alive = Arc::new(());
+        let job = crate::limit::job();
         HELD.with_borrow_mut(|held| {
-            // An entry of an earlier job is one whose connection left the thread (a `Send` one,
-            // diesel's) or was leaked: never held by this job, so not kept.
-            held.retain(|other| other.1 == entry.1);
-            held.push(entry);
+            // What is gone, or not this job's, is not held by it.
+            held.retain(|(_, of, handle)| *of == job && handle.strong_count() > 0);
+            held.push((pool, job, Arc::downgrade(&alive)));
         });
-        Held(entry.0, entry.1)
+        Held { _alive: alive }
     }
 
     fn holds(pool: usize) -> bool {
-        let now = (pool, crate::limit::job());
-        HELD.with_borrow(|held| held.contains(&now))
-    }
-}
-
-#[cfg(feature = "tracing")]
-impl Drop for Held {
-    fn drop(&mut self) {
-        // `try_`: a `Conn` dropped while the thread's locals are torn down finds none.
-        let _ = HELD.try_with(|held| {
-            let mut held = held.borrow_mut();
-            if let Some(at) = held.iter().position(|entry| *entry == (self.0, self.1)) {
-                held.swap_remove(at);
-            }
-        });
+        let job = crate::limit::job();
+        HELD.with_borrow(|held| {
+            held.iter()
+                .any(|(of, at, handle)| (*of, *at) == (pool, job) && handle.strong_count() > 0)
+        })
     }
 }
 
@@ -563,11 +557,15 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// `.get_result(&mut conn)`, `.execute(&mut conn)`, `.load(&mut conn)`, `conn.transaction(..)`,
 /// `conn.run_pending_migrations(..)`. diesel requires its connections to be `Send`, so that
 /// `Conn` is, and holding it across `io!` or an `.await` compiles. It is caught when it happens
-/// instead: the stretch of blocking code that ends holding it logs a `WARN` at target
+/// instead: the stretch of blocking code that ends (at an `io!`, or at an `.await` that suspends
+/// the body; one woken within about 100 µs continues in place, keeping the slot) with a
+/// connection taken in the body and not given back logs a `WARN` at target
 /// `blocking_first::pool` naming the function, its file and line (once per function; counted in
-/// [`Stats::connection_warnings`](crate::Stats::connection_warnings)). The rule is the same.
-/// Without the feature, pass `&mut *conn`, or use [`Pool::with`], whose closure gets `&mut` the
-/// driver's connection.
+/// [`Stats::connection_warnings`](crate::Stats::connection_warnings)). The rule is the same. Not
+/// seen: a connection taken outside any body, or in another annotated function that returned it,
+/// then held by this one. diesel's PostgreSQL `COPY` (`copy_from`, `copy_to`) takes `&mut *conn`
+/// (diesel keeps the trait `copy_to` needs to itself). Without the feature, pass `&mut *conn`, or
+/// use [`Pool::with`], whose closure gets `&mut` the driver's connection.
 ///
 /// ```
 /// # use blocking_first::{blocking_first, limit::Limit, pool::Pool};
@@ -590,9 +588,9 @@ impl<M: ManageConnection> fmt::Debug for Pool<M> {
 /// # Ok(()) }
 /// ```
 ///
-/// For the same reason a `Conn` cannot move into, or be borrowed by, a `parallel!` branch that
-/// may run on another thread, which is every branch but the last: take one in each branch that
-/// needs one, and hold none across the `parallel!`. (The last branch runs on the caller's thread,
+/// For the same reason a `Conn` (but a diesel one) cannot move into, or be borrowed by, a
+/// `parallel!` branch that may run on another thread, which is every branch but the last: take
+/// one in each branch that needs one, and hold none across the `parallel!`. (The last branch runs on the caller's thread,
 /// so it compiles to use the caller's connection; but a branch that finds no free slot runs
 /// inline under the caller's slot, and its connection is then a second one for that slot.) Every
 /// branch runs under a slot (its own, or the caller's when it runs inline on the caller's

@@ -295,17 +295,18 @@ pub(crate) fn held_connection(site: &Site, limit: &str, held: usize) {
     stats::CONNECTION_WARNINGS.fetch_add(1, Ordering::Relaxed);
     let (function, file, line) = (site.function, site.file, site.line);
     let message = format!(
-        "blocking-first: `{function}` ({file}:{line}) left its blocking code at an `io!` region \
-         or an `.await` holding {held} connection(s) of `blocking_first::pool`: while it waits, \
-         its slot of limit `{limit}` serves another body, which may then wait for a connection \
-         until r2d2's timeout. End the connection's scope before the `io!` or `.await` (use it in \
-         one statement, in a block, or in `Pool::with`) and take a new one after (logged once \
-         per function)"
+        "`{function}` ({file}:{line}) left its blocking code, at an `io!` region or an `.await` \
+         that suspended it, with {held} connection(s) of `blocking_first::pool` taken in it and \
+         not given back (held across it, moved elsewhere, or leaked): while it waits, its slot of \
+         limit `{limit}` serves another body, which may then wait for a connection until r2d2's \
+         timeout. End the connection's scope before the `io!` or `.await` (use it in one \
+         statement, in a block, or in `Pool::with`) and take a new one after (logged once per \
+         function)"
     );
     #[cfg(feature = "tracing")]
-    tracing::warn!(target: "blocking_first::pool", function, file, line, held, "{message}");
+    tracing::warn!(target: "blocking_first::pool", function, file, line, limit, held, "{message}");
     #[cfg(not(feature = "tracing"))]
-    eprintln!("{message}");
+    eprintln!("WARN blocking_first::pool: {message}");
 }
 
 #[cfg(test)]
