@@ -9,6 +9,7 @@
 #[path = "private.rs"]
 pub mod __private;
 mod cancel;
+mod clock;
 mod driver;
 mod exec;
 /// Integrations with other crates, each behind the feature of that crate's name; re-exported at
@@ -21,6 +22,8 @@ mod loom;
 mod mode;
 pub mod observe;
 pub mod parallel;
+mod record;
+mod slots;
 mod span;
 mod stats;
 mod sync;

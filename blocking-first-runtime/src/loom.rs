@@ -77,7 +77,7 @@ impl Wake for Flag {
 fn loom_wakes_during_a_stretch_or_a_park_are_never_lost() {
     loom::model(|| {
         let channel = Arc::new(Channel::new());
-        let shared = Arc::new(Shared::new(crate::observe::Record::new(
+        let shared = Arc::new(Shared::new(crate::record::Record::new(
             &SITE,
             crate::limit::global(),
         )));

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::observe::Record;
+use crate::record::Record;
 use crate::sync::{self, AtomicBool, Mutex, Ordering};
 
 /// State shared by one body, its [`Mode`] handle and its driver.

@@ -37,7 +37,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::observe::timing::RequestTiming;
+use crate::record::timing::RequestTiming;
 
 /// Adds `Server-Timing` to each response: the request's bodies' time split (see the module
 /// docs).

@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::limit::Limit;
+use crate::slots::Slots;
 
 /// How often the watching thread looks.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -27,11 +27,11 @@ const STALL_STRETCHES: u64 = 20;
 /// At most one warning per limit per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
-static WATCHED: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
+static WATCHED: Mutex<Vec<&'static Slots>> = Mutex::new(Vec::new());
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Starts watching `limit` (a body that already started waits for one of its slots).
-pub(crate) fn watch(limit: &'static Limit) {
+pub(crate) fn watch(limit: &'static Slots) {
     if !limit.watch_flag().swap(true, Ordering::AcqRel) {
         lock_watched().push(limit);
     }
@@ -48,7 +48,7 @@ pub(crate) fn watch(limit: &'static Limit) {
     }
 }
 
-fn lock_watched() -> std::sync::MutexGuard<'static, Vec<&'static Limit>> {
+fn lock_watched() -> std::sync::MutexGuard<'static, Vec<&'static Slots>> {
     WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -95,8 +95,8 @@ fn run() {
 
 /// What the watching thread knows of one limit. All clock reads happen here, none in a hop.
 struct Watch {
-    limit: &'static Limit,
-    /// `Limit::releases` at the last look.
+    limit: &'static Slots,
+    /// `Slots::releases` at the last look.
     releases: u64,
     /// When the limit last made progress (gave a slot back), or was last not full.
     progress: Instant,
@@ -108,7 +108,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(limit: &'static Limit, now: Instant) -> Watch {
+    fn new(limit: &'static Slots, now: Instant) -> Watch {
         Watch {
             limit,
             releases: limit.releases(),

@@ -23,10 +23,12 @@ use crate::exec::{self, Priority};
 mod job;
 mod stretch;
 
+use crate::clock;
 use crate::limit::in_stretch;
 use crate::limit::{self, Limit, Slot};
 use crate::mode::{Mode, Shared};
-use crate::observe::{self, Kind, Record, Site, detect};
+use crate::observe::{self, detect};
+use crate::record::{Kind, Record, Site};
 use crate::span::Span;
 use crate::stats;
 use crate::sync::Ordering;
@@ -217,7 +219,7 @@ impl<T: Send + 'static> Drive<T> {
         // `Server-Timing`, if a layer times the request.
         let parent = cancel::current_body();
         if parent.is_none() {
-            if let Some(timing) = observe::timing::current() {
+            if let Some(timing) = crate::record::timing::current() {
                 let _ = self.shared.record.timing.set(timing);
             }
         }
@@ -257,9 +259,9 @@ impl<T: Send + 'static> Drive<T> {
         let polled = match detect::io_poll_threshold().filter(|_| on_worker) {
             None => body.as_mut().poll(&mut cx),
             Some(threshold) => {
-                let start = observe::now();
+                let start = clock::now();
                 let polled = body.as_mut().poll(&mut cx);
-                let took = observe::now().saturating_sub(start);
+                let took = clock::now().saturating_sub(start);
                 detect::io_poll_took(self.shared.record.site, took, threshold);
                 polled
             }
@@ -336,7 +338,7 @@ impl<T: Send + 'static> Drive<T> {
 impl<T: Send + 'static> Drop for Drive<T> {
     fn drop(&mut self) {
         // Timed first: how long the body runs for nobody counts from here.
-        let now = (self.started && self.shared.record.is_on()).then(observe::now);
+        let now = (self.started && self.shared.record.is_on()).then(clock::now);
         if let Some(now) = now {
             self.shared.record.cancel(now);
         }

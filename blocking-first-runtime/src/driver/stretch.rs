@@ -11,7 +11,7 @@ use crate::cancel;
 use crate::exec;
 use crate::limit::{InStretch, Limit};
 use crate::mode::Shared;
-use crate::observe::Kind;
+use crate::record::Kind;
 use crate::sync::Ordering;
 
 /// What a body that came back from a stretch without completing waits in.

@@ -15,9 +15,9 @@ use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 use tokio::runtime::{Handle, Runtime};
 
+use super::Limit;
 use super::runtimes_loom::{CLOSING, join_pool_threads};
 use super::{Job, Priority, Running, give_back_slot, retire_idle, start_loop, submit, withdraw};
-use crate::limit::Limit;
 
 /// What became of one job.
 struct Tally {
@@ -100,7 +100,7 @@ fn runtime() -> Runtime {
 fn start_idle_loop(limit: &'static Limit, handle: &Handle) {
     {
         let mut queue = limit.exec.lock();
-        assert!(limit.take_loop_slot());
+        assert!(limit.slots.take_loop_slot());
         queue.loops += 1;
     }
     assert!(start_loop(limit, handle));
@@ -122,7 +122,7 @@ fn assert_settled(limit: &Limit, free: usize) {
         "loops counted or idle"
     );
     let mut slots = 0;
-    while limit.take_loop_slot() {
+    while limit.slots.take_loop_slot() {
         slots += 1;
     }
     assert_eq!(slots, free, "slots lost or made");
@@ -157,12 +157,14 @@ fn loom_submits_racing_a_lingering_loop_run_every_job_once() {
 /// every slot that no idle loop holds, all or none, and makes the new ones.
 fn change_capacity(limit: &Limit, old: usize, idle: usize, new: usize) -> bool {
     let rest = old - idle;
-    let taken = (0..rest).take_while(|_| limit.take_loop_slot()).count();
+    let taken = (0..rest)
+        .take_while(|_| limit.slots.take_loop_slot())
+        .count();
     if taken < rest {
-        (0..taken).for_each(|_| limit.give_back_loop_slot());
+        (0..taken).for_each(|_| limit.slots.give_back_loop_slot());
         return false;
     }
-    (0..new).for_each(|_| limit.give_back_loop_slot());
+    (0..new).for_each(|_| limit.slots.give_back_loop_slot());
     true
 }
 
@@ -230,7 +232,7 @@ fn loom_a_slot_given_back_inline_serves_a_job_queued_meanwhile() {
             static ref LIMIT: Limit = Limit::new("loom-inline", 1);
         }
         let limit: &'static Limit = &LIMIT;
-        assert!(limit.take_loop_slot(), "the inline stretch's slot");
+        assert!(limit.slots.take_loop_slot(), "the inline stretch's slot");
         let tally = Tally::new(1);
         let submitter = {
             let job = job(&handle, &tally);

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use tokio::runtime::Handle;
 
+use super::context::{self, LimitContext};
 use super::runtimes::{self, RuntimeLife};
+use super::{Busy, Limit};
 use super::{CLAIMED, IDLE, Idle, Job, PENDING_STARTS, QUICK_AWAIT, RETIRED, kick};
-use crate::limit::{self, Limit};
 use crate::sync::{AtomicBool, AtomicU8, Ordering, thread};
 
 /// Starts a loop (its slot already taken and counted) on `handle`'s blocking pool. Returns
@@ -52,7 +53,7 @@ impl Drop for Starting {
         let limit = self.limit;
         let mut queue = limit.exec.lock();
         queue.loops -= 1;
-        limit.give_back_loop_slot();
+        limit.slots.give_back_loop_slot();
         // Dropped right in `start_loop` (a pool shut down already), its caller kicks when it
         // returns `false`. Dropped after it returned (a pool that queued the loop for a thread,
         // then shut down), nobody else would: the queued jobs, maybe a live runtime's, would wait
@@ -124,17 +125,17 @@ fn run_loop(limit: &'static Limit, runtime: tokio::runtime::Id, life: Arc<Runtim
     let mut queue = exec.lock();
     loop {
         // An adaptive limit that shrank: this loop's slot is one it owes.
-        if ending.life.is_dead() || limit.owes_slots() {
+        if ending.life.is_dead() || limit.slots.owes_slots() {
             return;
         }
         if let Some(entry) = queue.pop() {
-            limit.queued_changed(-1, entry.returning);
+            limit.slots.queued_changed(-1, entry.returning);
             if entry.waits {
-                limit.slot_wait_ended();
+                limit.slots.slot_wait_ended();
             }
             let drained = queue.is_empty();
             drop(queue);
-            limit.dequeued(entry.queued_at, drained);
+            limit.slots.dequeued(entry.queued_at, drained);
             run_job(limit, entry.job);
             queue = exec.lock();
             continue;
@@ -177,7 +178,7 @@ impl Drop for Ending {
         let mut queue = limit.exec.lock();
         queue.loops -= 1;
         if !self.retired {
-            limit.give_back_loop_slot();
+            limit.slots.give_back_loop_slot();
         }
         let then = kick(limit, &mut queue);
         if matches!(then, super::Then::Nothing) {
@@ -240,18 +241,18 @@ fn wait_idle(idle: &Idle, dead: &AtomicBool, _spin: bool) {
 /// drop in order: the count falls before the context goes). A body's job also counts itself in
 /// [`stats()`](crate::stats()) (a `parallel` branch is not a body).
 pub(crate) struct Running {
-    _busy: limit::Busy,
-    _context: limit::LimitContext,
+    _busy: Busy,
+    _context: LimitContext,
 }
 
 /// Runs one job under the limit's context.
 fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
     let running = Running {
-        _context: limit::enter_limit(limit),
+        _context: context::enter_limit(limit),
         _busy: limit.busy(),
     };
     // An adaptive limit learns from how long its jobs take.
-    let clock = limit.times_jobs().then(crate::observe::now);
+    let clock = limit.slots.times_jobs().then(crate::clock::now);
     // A job catches its own panics (a body's reaches its caller, as does a panic of the
     // observers around its stretch); one escaping anyway (a subscriber panicking as a branch
     // enters its span) must not take the loop's accounting down, and is reported.
@@ -259,7 +260,7 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
     if let Some(start) = clock {
         // A subscriber or a recorder that panics on the adaptation's report: dropped, the loop
         // goes on.
-        let now = crate::observe::now();
+        let now = crate::clock::now();
         crate::unwind::drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
             limit.job_took(start, now);
         })));
@@ -273,7 +274,7 @@ fn run_job(limit: &'static Limit, job: Box<dyn Job>) {
         eprintln!(
             "blocking-first: a panic escaped a job on a blocking loop of limit `{}` (from a \
              destructor or a tracing subscriber); the loop goes on: {message}",
-            limit.name()
+            limit.slots.name()
         );
         crate::unwind::drop_caught(payload);
     }
@@ -294,7 +295,7 @@ pub(crate) fn wait_in_place(
             }
             std::hint::spin_loop();
         }
-        if limit.waiting() > 0 || cancelled() || start.elapsed() >= QUICK_AWAIT {
+        if limit.slots.waiting() > 0 || cancelled() || start.elapsed() >= QUICK_AWAIT {
             return woken();
         }
         thread::yield_now();

@@ -27,11 +27,13 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::limit::Limit;
+use crate::slots::Slots;
 use crate::sync::thread::Thread;
 use crate::sync::{self, AtomicU8, Mutex, MutexGuard, Ordering};
 use crate::watchdog;
 
+mod adaptive;
+pub(crate) mod context;
 #[cfg(all(test, blocking_first_loom))]
 mod loom;
 mod looping;
@@ -44,6 +46,8 @@ use runtimes_loom as runtimes;
 
 use looping::start_loop;
 pub(crate) use looping::{Dying, Running, dying, wait_in_place};
+mod slot;
+pub(crate) use slot::{Busy, Slot};
 
 /// How long an idle loop waits for work before it ends and gives its slot back (and its thread
 /// back to tokio's blocking pool, where other limits and `spawn_blocking` may need it).
@@ -62,6 +66,82 @@ const SPIN: Duration = Duration::from_micros(50);
 /// How long a loop with nothing else queued waits, in place, for a body pending on a plain
 /// `.await` to be woken: a quick await then costs no hop.
 pub(crate) const QUICK_AWAIT: Duration = Duration::from_micros(100);
+
+/// A cap on how many bodies (and [`parallel`](crate::parallel) branches) run blocking code at once.
+///
+/// Declare one as a `static` and name it in `#[blocking_first(limit = PATH)]`. Waiting for a
+/// slot holds no thread: the body waits as an ordinary pending future, in the limit's queue,
+/// where bodies that already started go before those that have not.
+///
+/// Each slot is a *loop*: one thread of tokio's blocking pool that runs the limit's bodies one
+/// after another, so a cap of `N` also means at most `N` threads. An idle loop lingers 10 ms
+/// before it gives its slot and thread back ([`LimitStats::loops`](crate::limit::LimitStats::loops) counts them); an unbounded
+/// limit starts a loop whenever none is idle.
+///
+/// A body takes a slot for each stretch of blocking code and gives it back while it waits in
+/// `io!` or on an `.await`. So whatever it holds across a region (a pooled connection) is *not*
+/// covered by the slot: give connections back before `io!` and take a new one after it, or the
+/// bodies that took the freed slots can wait for connections that only come back after them.
+/// With `blocking_first::pool::Pool` (feature `r2d2`) that mistake does not compile. With a raw
+/// pool it is detected: when every slot of a capped limit has been held for at least a second
+/// (and 20 of its usual stretches, as the detector saw them) without one given back, while
+/// bodies wait to come back from `io!` or an `.await`, a `WARN` event at target `blocking_first::starvation` names the limit and says what
+/// to do (at most once per limit every 30 s; counted in [`Stats::starvation_warnings`]).
+///
+/// ```
+/// use blocking_first::blocking_first;
+/// use blocking_first::limit::Limit;
+///
+/// /// As many bodies in database code as the pool has connections.
+/// static DB: Limit = Limit::new("db", 8);
+///
+/// #[blocking_first(limit = DB)]
+/// async fn count(name: String) -> usize {
+///     name.len() // blocking code, at most 8 bodies at once
+/// }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(count("four".into()).await, 4);
+///     let stats = DB.stats();
+///     assert_eq!((stats.capacity, stats.in_use), (Some(8), 0));
+/// }
+/// ```
+///
+/// [`Stats::starvation_warnings`]: crate::Stats::starvation_warnings
+pub struct Limit {
+    /// The permits and counters.
+    pub(crate) slots: Slots,
+    /// The run queue and the blocking loops that serve it.
+    pub(crate) exec: Exec,
+}
+
+impl Limit {
+    /// A limit of these slots, with an empty queue.
+    pub(crate) const fn of(slots: Slots) -> Limit {
+        Limit {
+            slots,
+            exec: Exec::new(),
+        }
+    }
+
+    /// Takes a slot if one is free right now (for a stretch run inline, outside the loops).
+    pub(crate) fn try_take(&'static self) -> Option<Slot> {
+        self.slots.take_loop_slot().then(|| Slot::new(self))
+    }
+
+    /// Counts a job running on a loop as a slot in use until dropped.
+    pub(crate) fn busy(&'static self) -> Busy {
+        Busy::new(self)
+    }
+
+    /// A job that found no loop and no free slot entered the queue: an adaptive limit's slots
+    /// are wanted.
+    pub(crate) fn slot_wait_began(&'static self) {
+        self.slots.slot_wait_began();
+        self.slot_wanted();
+    }
+}
 
 /// Work for a loop: a stretch of a body's blocking code or a `parallel` branch.
 pub(crate) trait Job: Send {
@@ -117,7 +197,7 @@ struct Entry {
     seq: u64,
     /// Counted in the limit's `returning` (a started body that had to wait): the detector's cue.
     returning: bool,
-    /// When it was queued (`observe::now`), if the limit sheds by time in queue and the job
+    /// When it was queued (`clock::now`), if the limit sheds by time in queue and the job
     /// had to wait for a slot; 0 otherwise.
     queued_at: u64,
     /// It found no loop and no free slot (counted in the limit's `slot_waiters`).
@@ -244,9 +324,9 @@ fn take_entry(
         let at = list.iter().position(&matches)?;
         list.remove(at)
     })?;
-    limit.queued_changed(-1, found.returning);
+    limit.slots.queued_changed(-1, found.returning);
     if found.waits {
-        limit.slot_wait_ended();
+        limit.slots.slot_wait_ended();
     }
     Some(found.job)
 }
@@ -266,7 +346,7 @@ pub(crate) fn submit(
     let then = if let Some(idle) = queue.idle.pop() {
         idle.state.store(CLAIMED, Ordering::Release);
         Then::Unpark(idle)
-    } else if limit.take_loop_slot() {
+    } else if limit.slots.take_loop_slot() {
         queue.loops += 1;
         Then::Start(job.handle().clone(), seq)
     } else if only_if_served {
@@ -278,15 +358,15 @@ pub(crate) fn submit(
     };
     let returning = matches!(then, Then::Nothing)
         && priority == Priority::Started
-        && limit.capacity().is_some();
+        && limit.slots.capacity().is_some();
     job.queued(matches!(then, Then::Nothing));
     let waits = matches!(then, Then::Nothing);
     let entry = Entry {
         job,
         seq,
         returning,
-        queued_at: if waits && limit.max_queue_time().is_some() {
-            crate::observe::now()
+        queued_at: if waits && limit.slots.max_queue_time().is_some() {
+            crate::clock::now()
         } else {
             0
         },
@@ -297,13 +377,13 @@ pub(crate) fn submit(
         Priority::Started => queue.started.push_back(entry),
         Priority::Branch => queue.started.push_front(entry),
     }
-    limit.queued_changed(1, returning);
+    limit.slots.queued_changed(1, returning);
     if waits {
         limit.slot_wait_began();
     }
     drop(queue);
     if returning {
-        watchdog::watch(limit);
+        watchdog::watch(&limit.slots);
     }
 
     match then.run(limit, Some(seq)) {
@@ -331,7 +411,7 @@ pub(crate) fn withdraw(limit: &'static Limit, key: *const ()) -> Option<Box<dyn 
 /// idle, the slot starts a loop for them instead.
 pub(crate) fn give_back_slot(limit: &'static Limit) {
     let mut queue = limit.exec.lock();
-    limit.give_back_loop_slot();
+    limit.slots.give_back_loop_slot();
     let then = kick(limit, &mut queue);
     drop(queue);
     then.run(limit, None);
@@ -339,7 +419,7 @@ pub(crate) fn give_back_slot(limit: &'static Limit) {
 
 /// After an adaptive limit grew by `more` slots: loops for as many queued jobs.
 pub(crate) fn serve_queued(limit: &'static Limit, more: usize) {
-    for _ in 0..more.min(limit.waiting()) {
+    for _ in 0..more.min(limit.slots.waiting()) {
         let mut queue = limit.exec.lock();
         let then = kick(limit, &mut queue);
         drop(queue);
@@ -371,7 +451,7 @@ fn kick(limit: &'static Limit, queue: &mut Queue) -> Then {
         idle.state.store(CLAIMED, Ordering::Release);
         return Then::Unpark(idle);
     }
-    if limit.take_loop_slot() {
+    if limit.slots.take_loop_slot() {
         queue.loops += 1;
         return Then::Start(front.job.handle().clone(), front.seq);
     }
@@ -397,5 +477,5 @@ pub(crate) fn retire_idle(limit: &Limit, change: impl FnOnce(usize) -> bool) -> 
 /// succeeding right now: it is worth waiting a moment.
 pub(crate) fn only_loops_busy(limit: &Limit) -> bool {
     let queue = limit.exec.lock();
-    queue.is_empty() && limit.in_use() == 0
+    queue.is_empty() && limit.slots.in_use() == 0
 }

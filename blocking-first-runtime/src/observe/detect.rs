@@ -233,7 +233,7 @@ pub(crate) fn segment_ended(site: &Site, limit: &'static str, ended: Option<(Kin
 
 /// Whether this function's detector `which` may warn now (and records that it does).
 fn claim(site: &Site, which: usize) -> bool {
-    let now = super::now() + 1;
+    let now = crate::clock::now() + 1;
     let interval = INTERVAL.load(Ordering::Relaxed);
     let last = &site.warned[which];
     let before = last.load(Ordering::Relaxed);

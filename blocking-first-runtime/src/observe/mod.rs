@@ -26,21 +26,20 @@
 //! Recording is on by default; [`set_enabled`] turns it off (or on) at run time, for bodies
 //! that start afterwards.
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::limit::{self, Limit};
 
 pub mod detect;
-mod record;
 mod registry;
 mod report;
-#[cfg_attr(not(feature = "tower"), allow(dead_code))]
-pub(crate) mod timing;
 
-pub(crate) use record::{Record, now};
+use crate::clock::now;
+#[doc(hidden)]
+pub use crate::record::Site;
+pub use crate::record::{Kind, Split};
 pub(crate) use registry::{deregister, register};
 pub(crate) use report::{Outcome, report};
 
@@ -64,7 +63,8 @@ static LIMITS: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
 
 /// As a body starts: remembers its limit (one relaxed load once it is known).
 pub(crate) fn know(limit: &'static Limit) {
-    if limit.known_flag().load(Ordering::Relaxed) || limit.known_flag().swap(true, Ordering::AcqRel)
+    if limit.slots.known_flag().load(Ordering::Relaxed)
+        || limit.slots.known_flag().swap(true, Ordering::AcqRel)
     {
         return;
     }
@@ -91,122 +91,6 @@ pub fn limits() -> Vec<&'static Limit> {
 pub fn record_gauges() {
     for limit in limits() {
         report::gauges_of(limit);
-    }
-}
-
-/// Where a `#[blocking_first]` function is: written by the macro as a `static` next to it.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Site {
-    pub(crate) function: &'static str,
-    pub(crate) file: &'static str,
-    pub(crate) line: u32,
-    /// When each detector last warned about this function (ns from the clock's start, + 1), and
-    /// whether a stretch of it ended holding a pooled connection (1).
-    pub(crate) warned: [AtomicU64; 3],
-    /// Its metric handles, looked up at most once a second.
-    #[cfg(feature = "metrics")]
-    pub(crate) metrics: report::SiteMetrics,
-}
-
-impl Site {
-    /// The function's path (`module::name`), file and line.
-    pub const fn new(function: &'static str, file: &'static str, line: u32) -> Site {
-        Site {
-            function,
-            file,
-            line,
-            warned: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
-            #[cfg(feature = "metrics")]
-            metrics: report::SiteMetrics::new(),
-        }
-    }
-}
-
-/// What kind of time a body is spending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize),
-    serde(rename_all = "snake_case")
-)]
-#[non_exhaustive]
-pub enum Kind {
-    /// Queued for a slot of its limit: every slot is busy.
-    SlotWait,
-    /// Handed to a blocking thread that has not picked it up yet (a loop waking up, or a new
-    /// one waiting for tokio's blocking pool to start it).
-    PoolQueue,
-    /// Running blocking code, on a blocking thread, holding a slot.
-    Blocking,
-    /// In an `io!` region: on the runtime, holding no thread while it waits.
-    Io,
-    /// Waiting on an `.await` outside any `io!` region (holding no thread).
-    Parked,
-}
-
-impl Kind {
-    pub(crate) const ALL: [Kind; 5] = [
-        Kind::SlotWait,
-        Kind::PoolQueue,
-        Kind::Blocking,
-        Kind::Io,
-        Kind::Parked,
-    ];
-
-    /// Its name in events, metric labels and JSON: `slot_wait`, `pool_queue`, `blocking`,
-    /// `io`, `parked`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::SlotWait => "slot_wait",
-            Kind::PoolQueue => "pool_queue",
-            Kind::Blocking => "blocking",
-            Kind::Io => "io",
-            Kind::Parked => "parked",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How long a body spent in each [`Kind`] of time, from its first move to its end (or to now,
-/// for a body in flight), and how often it hopped onto a blocking thread.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Split {
-    /// Queued for a slot of its limit.
-    pub slot_wait: Duration,
-    /// Handed to a blocking thread not yet running it.
-    pub pool_queue: Duration,
-    /// Running blocking code.
-    pub blocking: Duration,
-    /// In `io!` regions.
-    pub io: Duration,
-    /// Parked on `.await`s outside regions.
-    pub parked: Duration,
-    /// Moves onto a blocking thread.
-    pub hops: u32,
-}
-
-impl Split {
-    /// The time spent as `kind`.
-    pub fn get(&self, kind: Kind) -> Duration {
-        match kind {
-            Kind::SlotWait => self.slot_wait,
-            Kind::PoolQueue => self.pool_queue,
-            Kind::Blocking => self.blocking,
-            Kind::Io => self.io,
-            Kind::Parked => self.parked,
-        }
-    }
-
-    /// All of it: the body's wall time.
-    pub fn total(&self) -> Duration {
-        Kind::ALL.iter().map(|&kind| self.get(kind)).sum()
     }
 }
 

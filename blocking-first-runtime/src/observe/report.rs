@@ -1,6 +1,8 @@
 //! What happens when a body ends: its split goes to tracing and to the metrics facade.
 
-use super::Record;
+use crate::record::Record;
+#[cfg(feature = "metrics")]
+use crate::record::{Handles, SiteMetrics};
 use crate::span::Span;
 
 /// How a body ended.
@@ -74,41 +76,11 @@ pub(crate) fn report(record: &Record, outcome: Outcome, span: &Span, now: Option
     let _ = after_cancel;
 }
 
-/// One function's metric handles. Looking a metric up by name and labels costs thousands of
-/// instructions (hashing the key), so each function keeps its handles and looks them up again
-/// at most once a second: a recorder installed after the first bodies ran is picked up within a
-/// second.
-#[cfg(feature = "metrics")]
-pub(crate) struct SiteMetrics(std::sync::RwLock<Option<(u64, Handles)>>);
-
-#[cfg(feature = "metrics")]
-impl std::fmt::Debug for SiteMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SiteMetrics")
-    }
-}
-
-#[cfg(feature = "metrics")]
-pub(crate) struct Handles {
-    /// Per outcome and per kind, registered at first use: a scrape shows no empty series for a
-    /// function that never panicked or never waited for a slot.
-    body: [std::sync::OnceLock<metrics::Histogram>; 3],
-    segments: [std::sync::OnceLock<metrics::Histogram>; 5],
-    after_cancel: std::sync::OnceLock<metrics::Histogram>,
-    hops: metrics::Counter,
-    in_use: metrics::Gauge,
-    waiting: metrics::Gauge,
-}
-
 #[cfg(feature = "metrics")]
 const REFRESH: u64 = 1_000_000_000;
 
 #[cfg(feature = "metrics")]
 impl SiteMetrics {
-    pub(crate) const fn new() -> SiteMetrics {
-        SiteMetrics(std::sync::RwLock::new(None))
-    }
-
     /// Runs `use_them` with the function's handles, looked up again if they are a second old.
     fn with(&self, record: &Record, now: u64, use_them: impl FnOnce(&Handles)) {
         let read = self
@@ -153,10 +125,10 @@ impl Handles {
 fn metrics_of(
     record: &Record,
     outcome: Outcome,
-    split: &super::Split,
+    split: &crate::record::Split,
     after_cancel: std::time::Duration,
 ) {
-    use super::Kind;
+    use crate::record::Kind;
 
     let function = record.site.function;
     let limit = record.limit.name();
@@ -199,8 +171,8 @@ fn metrics_of(
         // Sampled as each body ends. usize -> f64: exact below 2^53.
         #[allow(clippy::cast_precision_loss)]
         {
-            handles.in_use.set(record.limit.in_use() as f64);
-            handles.waiting.set(record.limit.waiting() as f64);
+            handles.in_use.set(record.limit.slots.in_use() as f64);
+            handles.waiting.set(record.limit.slots.waiting() as f64);
         }
     });
 }

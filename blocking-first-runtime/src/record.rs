@@ -3,16 +3,29 @@
 //!
 //! Written by whoever moves the body (its driver, a loop), one at a time: every transition
 //! happens-after the previous one through the run queue's lock or the handoff, so plain relaxed
-//! loads and stores suffice. [`in_flight`](super::in_flight) reads it concurrently and may see
-//! a transition half-done; its figures are clamped, never negative.
+//! loads and stores suffice. [`in_flight`](crate::observe::in_flight) reads it concurrently and
+//! may see a transition half-done; its figures are clamped, never negative.
+//!
+//! A body's record is a field of the state its driver and loops share (`mode::Shared`), so it
+//! sits below `mode`; `observe` reads it (the bodies in flight, the report at each end) and
+//! re-exports what is public here ([`Kind`], [`Split`], [`Site`]).
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Kind, Site, Split};
+use crate::clock::now;
 use crate::limit::Limit;
+pub use kind::{Kind, Split};
+pub use site::Site;
+#[cfg(feature = "metrics")]
+pub(crate) use site::{Handles, SiteMetrics};
+
+mod kind;
+mod site;
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) mod timing;
 
 const KINDS: usize = 5;
 /// Not polled yet, or polled but not yet moved anywhere.
@@ -21,14 +34,6 @@ const UNSTARTED: u8 = 5;
 const ENDED: u8 = 6;
 /// Transitions kept in order for [`Segments`]; later ones only add to the totals.
 const LOG: usize = 16;
-
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-/// Nanoseconds since the first call: one clock read.
-pub(crate) fn now() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
 
 fn nanos(n: u64) -> Duration {
     Duration::from_nanos(n)
@@ -66,7 +71,7 @@ pub(crate) struct Record {
     cancelled_at: AtomicU64,
     /// The request (under `tower::ServerTimingLayer`) whose `Server-Timing` its split joins: set
     /// at the first poll of a body that no other body awaits.
-    pub(crate) timing: OnceLock<std::sync::Arc<super::timing::RequestTiming>>,
+    pub(crate) timing: OnceLock<std::sync::Arc<timing::RequestTiming>>,
 }
 
 const SHIFT: u32 = 58;

@@ -1,9 +1,6 @@
 //! Slots in use: a stretch run inline ([`Slot`]) or a job on a loop ([`Busy`]).
 
-use std::sync::atomic::Ordering;
-
 use super::Limit;
-use crate::exec;
 
 /// One slot of a [`Limit`] taken outside the loops, for a stretch run inline in another body's
 /// stretch; dropping it gives it back (to a queued job first).
@@ -30,7 +27,7 @@ impl Drop for Slot {
         let limit = self.limit();
         // The count falls before the permit goes back, so `in_use` never exceeds the cap.
         drop(self.busy.take());
-        exec::give_back_slot(limit);
+        super::give_back_slot(limit);
     }
 }
 
@@ -43,15 +40,13 @@ pub(crate) struct Busy {
 
 impl Busy {
     pub(super) fn new(limit: &'static Limit) -> Busy {
-        let now = limit.in_use.fetch_add(1, Ordering::AcqRel) + 1;
-        limit.peak.fetch_max(now, Ordering::AcqRel);
+        limit.slots.use_began();
         Busy { limit }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.limit.in_use.fetch_sub(1, Ordering::AcqRel);
-        self.limit.releases.fetch_add(1, Ordering::Relaxed);
+        self.limit.slots.use_ended();
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Why [`Limit::set_capacity`](super::Limit::set_capacity) (or sizing a pool by a limit) failed; nothing was changed.
+/// Why [`Limit::set_capacity`](crate::limit::Limit::set_capacity) (or sizing a pool by a limit) failed; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapacityError {
     pub(super) name: &'static str,
