@@ -7,7 +7,8 @@
 //! The steps:
 //!
 //! - blocking code: a sleep (0-5 ms, now and then 20-150 ms), a spin, a resource held until the
-//!   body or branch ends, a planned panic (with a message, or `panic_any` of a payload whose own
+//!   body or branch ends (in half the cases also a connection of a `blocking_first::pool::Pool` of
+//!   diesel's manager, which is `Send` and is counted in the body that took it), a planned panic (with a message, or `panic_any` of a payload whose own
 //!   destructor panics), a `Limit::set_capacity` attempt;
 //! - in bodies: `io! { tokio::time::sleep(..).await }`, `io! { yield_now().await }` (sometimes
 //!   followed by a spin: blocking code inside `io!`), plain `.await`s of `tokio::time::sleep` and
@@ -64,7 +65,9 @@
 //!    the pool and on their caller's thread (a branch spawned by a branch may be either: then only
 //!    their sum is exact), every spawned branch runs once or is dropped unrun, `hops` grows by at
 //!    least the top-level bodies that started, `detector_warnings` by exactly the `WARN`s of
-//!    `blocking_first::detect` the layer saw, and `in_blocking`/`waiting_for_slot` return to 0.
+//!    `blocking_first::detect` the layer saw, and `in_blocking`/`waiting_for_slot` return to 0;
+//!    `connection_warnings` grows only in cases that take pool connections, and once the runtimes
+//!    are gone every connection is back in the pool.
 //!
 //! **Environment**:
 //! - `BLOCKING_FIRST_STRESS_SEED=<u64>`: run only the case with this seed (decimal or `0x..`);
@@ -96,7 +99,10 @@ use std::time::{Duration, Instant};
 
 use blocking_first::limit::{self, Limit};
 use blocking_first::observe::{self, detect};
+use blocking_first::pool::{Conn, Pool};
 use blocking_first::{blocking_first, parallel};
+use diesel::SqliteConnection;
+use diesel::r2d2::ConnectionManager;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
@@ -875,6 +881,9 @@ struct CaseSpec {
     panicky: bool,
     /// A thread keeps trying `set_capacity` on A, B and C.
     capper: bool,
+    /// Held resources come with a pool connection (from the seed's bits, not the generator: the
+    /// plans of older seeds keep their shape).
+    conns: bool,
     calls: Vec<CallSpec>,
 }
 
@@ -950,6 +959,7 @@ impl CaseSpec {
             detect,
             panicky,
             capper,
+            conns: (seed >> 11) & 1 == 1,
             calls,
         }
     }
@@ -992,6 +1002,9 @@ impl fmt::Display for CaseSpec {
         if self.capper {
             f.write_str("; set_capacity attempts")?;
         }
+        if self.conns {
+            f.write_str("; a hold takes a pool connection too")?;
+        }
         for (i, call) in self.calls.iter().enumerate() {
             write!(
                 f,
@@ -1012,6 +1025,8 @@ impl fmt::Display for CaseSpec {
 // What a case shares with its calls.
 
 struct Case {
+    /// Held resources come with a pool connection.
+    conns: bool,
     problems: Mutex<Vec<String>>,
     /// A problem after which the case cannot end (a branch parked for good).
     fatal: AtomicBool,
@@ -1046,8 +1061,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Case {
-    fn new(calls: usize) -> Case {
+    fn new(calls: usize, conns: bool) -> Case {
         Case {
+            conns,
             problems: Mutex::new(Vec::new()),
             fatal: AtomicBool::new(false),
             live: AtomicI64::new(0),
@@ -1156,6 +1172,19 @@ impl Drop for InCaller {
     fn drop(&mut self) {
         IN_CALLER.set(self.0);
     }
+}
+
+type Manager = ConnectionManager<SqliteConnection>;
+
+/// The limit the connections' pool is sized by: more than a case ever holds at once. (Bodies run
+/// under A, B, C and G, so the pool logs once that its connections are taken under another
+/// limit.)
+static CONNS: Limit = Limit::new("stress-conns", 96);
+
+/// The pool the holds take connections from (in-memory SQLite, opened before the first case).
+fn db() -> &'static Pool<Manager> {
+    static DB: std::sync::OnceLock<Pool<Manager>> = std::sync::OnceLock::new();
+    DB.get_or_init(|| Pool::new(&CONNS, Manager::new(":memory:")).expect("the stress pool"))
 }
 
 const ALIVE: u64 = 0xa11c_e000;
@@ -1324,6 +1353,7 @@ impl Out {
 struct St<'c> {
     f: Frame,
     held: Vec<Res>,
+    conns: Vec<Conn<Manager>>,
     canary: Option<&'c Canary>,
     value: u64,
 }
@@ -1336,6 +1366,7 @@ impl<'c> St<'c> {
         St {
             f,
             held: Vec::new(),
+            conns: Vec::new(),
             canary: None,
             value: 0,
         }
@@ -1346,6 +1377,7 @@ impl<'c> St<'c> {
         St {
             f,
             held: Vec::new(),
+            conns: Vec::new(),
             canary: Some(canary),
             value: 0,
         }
@@ -1406,13 +1438,16 @@ impl<'c> St<'c> {
         }
     }
 
-    /// After an `io!` region's real wait: the body runs in its caller's poll.
-    fn io_check(&self, us: u64) {
-        if self.f.top && us >= 1_000 && !in_caller() {
-            self.f.case.problem(
+    /// After an `io!` region's real wait (its sleep returned `Pending` at least once: a sleep
+    /// whose deadline passed before its first poll, on a loaded machine, completes where the
+    /// region began, on the blocking thread): the body runs in its caller's poll.
+    fn io_check(&self, waited: bool) {
+        if self.f.top && waited && !in_caller() {
+            self.f.case.problem(format!(
                 "`io!` code of a top-level body that really waited did not run in its caller's \
-                 task",
-            );
+                 task (thread {:?})",
+                thread::current().name(),
+            ));
         }
     }
 
@@ -1456,6 +1491,12 @@ impl<'c> St<'c> {
             Step::Hold => {
                 let res = Res::new(&self.f.case, self.f.rt);
                 self.held.push(res);
+                if self.f.case.conns {
+                    match db().get() {
+                        Ok(conn) => self.conns.push(conn),
+                        Err(error) => self.f.case.problem(format!("no pool connection: {error}")),
+                    }
+                }
             }
             Step::SetCap { limit, cap } => {
                 if limit_of(*limit).set_capacity(*cap).is_ok() {
@@ -1491,6 +1532,9 @@ fn until_cancelled(frame: &Frame, us: u64) {
     while start.elapsed() < Duration::from_micros(us) {
         let dropped = frame.call.dropped.load(SeqCst);
         if blocking_first::is_cancelled() {
+            // Read again: the call may have been dropped since the read above (`dropped` is set
+            // before the drop that cancels it begins).
+            let dropped = frame.call.dropped.load(SeqCst);
             if !dropped && !frame.case.shutting[frame.rt].load(SeqCst) {
                 frame.case.problem(
                     "is_cancelled() was true in blocking code of a call that was neither dropped \
@@ -1510,6 +1554,35 @@ fn until_cancelled(frame: &Frame, us: u64) {
             }
         }
         thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A future's output with whether it returned `Pending` at least once (really waited).
+struct Waits<F> {
+    inner: Pin<Box<F>>,
+    waited: bool,
+}
+
+impl<F: Future> Waits<F> {
+    fn new(inner: F) -> Waits<F> {
+        Waits {
+            inner: Box::pin(inner),
+            waited: false,
+        }
+    }
+}
+
+impl<F: Future> Future for Waits<F> {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.inner.as_mut().poll(cx) {
+            Poll::Ready(_) => Poll::Ready(self.waited),
+            Poll::Pending => {
+                self.waited = true;
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -1686,8 +1759,9 @@ macro_rules! interpreter {
                     Step::Io { id, us } => {
                         let us = *us;
                         io! {
-                            tokio::time::sleep(Duration::from_micros(us)).await;
-                            st.io_check(us);
+                            let sleep = tokio::time::sleep(Duration::from_micros(us));
+                            let waited = Waits::new(sleep).await;
+                            st.io_check(waited);
                         };
                         st.add(*id);
                     }
@@ -2195,7 +2269,9 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
     loop {
         let loops = (0..4).all(|l| limit_of(l).stats().loops == 0);
         let live = case.live.load(SeqCst);
-        if loops && live == 0 && quiet() {
+        let pool = db().state();
+        let conns_back = pool.idle_connections == pool.connections;
+        if loops && live == 0 && conns_back && quiet() {
             break;
         }
         if Instant::now() > deadline {
@@ -2203,6 +2279,13 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
                 case.problem(format!(
                     "{live} of {} resources were never dropped",
                     case.created.load(SeqCst)
+                ));
+            }
+            if !conns_back {
+                case.problem(format!(
+                    "{} of the pool's {} connections never came back",
+                    pool.connections - pool.idle_connections,
+                    pool.connections
                 ));
             }
             if !loops || !quiet() {
@@ -2304,6 +2387,12 @@ fn run_case(spec: &CaseSpec, case: &Arc<Case>) -> Summary {
              grew by {hops}"
         ));
     }
+    if !spec.conns && after.connection_warnings != before.connection_warnings {
+        case.problem(format!(
+            "connection_warnings grew by {} in a case that took no pool connection",
+            after.connection_warnings - before.connection_warnings
+        ));
+    }
     let warned = after.detector_warnings - before.detector_warnings;
     let seen = DETECT_WARNINGS.load(SeqCst) - warnings_before;
     if warned != seen {
@@ -2358,7 +2447,7 @@ fn check_end(spec: &CaseSpec, case: &Case, index: usize, end: &End) {
 
 /// Runs a case on a thread of its own and waits for it, at most [`CASE_DEADLINE`].
 fn run_guarded(spec: Arc<CaseSpec>, verbose: bool) -> Result<Summary, String> {
-    let case = Arc::new(Case::new(spec.calls.len()));
+    let case = Arc::new(Case::new(spec.calls.len(), spec.conns));
     if verbose {
         let _ = writeln!(
             std::io::stderr(),
@@ -2426,6 +2515,7 @@ fn run_guarded(spec: Arc<CaseSpec>, verbose: bool) -> Result<Summary, String> {
 fn random_compositions_keep_every_invariant() {
     quiet_expected_panics();
     install_subscriber();
+    db();
     observe::set_enabled(true);
     let config = Config::from_env();
     let start = Instant::now();
