@@ -239,6 +239,7 @@ impl Slots {
     /// A job of this limit ran from `started` to `now` (`clock::now`): adds it to the window, and
     /// moves the capacity if it ends one. Returns the move, for the caller to act on (outside the
     /// config lock) and report.
+    #[must_use = "a move the caller must act on: `Limit::job_took` serves the queued jobs and reports it"]
     pub(crate) fn job_took(&self, started: u64, now: u64) -> Option<Decision> {
         let ns = now.saturating_sub(started);
         self.queue_time.job_took(ns);
@@ -289,6 +290,7 @@ impl Slots {
     /// [`STALL`]), the resource is not what holds the work up (a sleep, a remote call, blocking
     /// code waiting on other blocking code): the capacity grows as an unbounded pool's would,
     /// by `max(1, √capacity)` per check. Returns the move if it grew.
+    #[must_use = "a move the caller must act on: `Limit::grow_if_stalled` serves the queued jobs and reports it"]
     pub(crate) fn grow_if_stalled(&self, now: u64) -> Option<Decision> {
         let adaptive = self.adaptive.as_ref().filter(|a| a.is_on())?;
         let denied = adaptive.denied_at.load(Ordering::Relaxed);
@@ -347,6 +349,7 @@ impl Slots {
     /// A `parallel` branch found no slot of this limit and runs on its caller's thread: demand
     /// for more slots, as a job waiting for one is, that the queue does not show. Returns
     /// whether the limit adapts (then the stall check should watch it).
+    #[must_use = "whether the stall watcher must watch this limit: call `Limit::branch_denied`"]
     pub(crate) fn branch_denied(&self) -> bool {
         let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
             return false;
@@ -359,6 +362,7 @@ impl Slots {
 
     /// A job (or a branch) found no free slot: the window counts the limit as used. Returns
     /// whether the limit adapts (then the stall check should watch it).
+    #[must_use = "whether the stall watcher must watch this limit: call `Limit::slot_wanted`"]
     pub(crate) fn slot_wanted(&self) -> bool {
         let Some(adaptive) = self.adaptive.as_ref().filter(|a| a.is_on()) else {
             return false;
@@ -402,6 +406,7 @@ impl Slots {
 
     /// Sets an adaptive limit's floor (the global limit's, at its first use), raising the
     /// capacity to it. Returns the move if it grew.
+    #[must_use = "a move the caller must act on: `Limit::set_floor` serves the queued jobs and reports it"]
     pub(crate) fn set_floor(&self, floor: usize) -> Option<Decision> {
         let adaptive = self.adaptive.as_ref()?;
         let floor = floor.min(adaptive.max);
