@@ -5,8 +5,8 @@
 //! A [`Limit`](crate::limit::Limit) is a [`Slots`] and a run queue (`exec`): the queue and its
 //! loops take and give back permits here, and count what they do here.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -23,6 +23,7 @@ pub use error::{CapacityError, CapacityErrorKind};
 pub use stats_of::LimitStats;
 
 use crate::stats;
+use crate::sync::lock_std;
 
 /// The permits of an unbounded limit's semaphore: more than any process can use, and still
 /// within what `Semaphore::try_acquire_many` (a `u32`) can take back in one step.
@@ -178,7 +179,7 @@ impl Slots {
     }
 
     pub(crate) fn lock_config(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.config.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_std(&self.config)
     }
 
     pub(crate) fn error(&self, kind: CapacityErrorKind) -> CapacityError {
@@ -306,10 +307,7 @@ impl Slots {
 
     /// Records a warning at `now` unless one was recorded less than `interval` ago.
     pub(crate) fn claim_warning(&self, now: Instant, interval: std::time::Duration) -> bool {
-        let mut last = self
-            .last_warning
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut last = lock_std(&self.last_warning);
         if last.is_some_and(|at| now.duration_since(at) < interval) {
             return false;
         }

@@ -35,7 +35,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -151,10 +151,7 @@ impl Watch {
             return;
         }
         {
-            let mut last = route
-                .last_warned
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut last = crate::sync::lock_std(&route.last_warned);
             if last.is_some_and(|at| now.duration_since(at) < route.interval) {
                 return;
             }

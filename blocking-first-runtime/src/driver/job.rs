@@ -17,6 +17,7 @@ use crate::record::Kind;
 use crate::span::Span;
 use crate::stats::InBlocking;
 use crate::sync::Ordering;
+use crate::sync::lock_std as lock;
 use crate::unwind::drop_caught;
 
 /// A stretch of a body's blocking code, as a loop's job.
@@ -188,12 +189,6 @@ fn report_stopped(shared: &Shared, span: &Span) {
     drop_caught(panic::catch_unwind(AssertUnwindSafe(|| {
         observe::report(&shared.record, observe::Outcome::Cancelled, span, None);
     })));
-}
-
-fn lock<V>(mutex: &std::sync::Mutex<V>) -> std::sync::MutexGuard<'_, V> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What a stretch on a loop ended with.

@@ -26,11 +26,12 @@
 //! Recording is on by default; [`set_enabled`] turns it off (or on) at run time, for bodies
 //! that start afterwards.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::limit::{self, Limit};
+use crate::sync::lock_std;
 
 pub mod detect;
 mod registry;
@@ -68,16 +69,13 @@ pub(crate) fn know(limit: &'static Limit) {
     {
         return;
     }
-    LIMITS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(limit);
+    lock_std(&LIMITS).push(limit);
 }
 
 /// The global limit and every limit a `#[blocking_first]` body has run under so far: for a
 /// status page that shows them all (`Limit::stats`).
 pub fn limits() -> Vec<&'static Limit> {
-    let known = LIMITS.lock().unwrap_or_else(PoisonError::into_inner);
+    let known = lock_std(&LIMITS);
     let global = limit::global();
     std::iter::once(global)
         .chain(known.iter().copied().filter(|l| !std::ptr::eq(*l, global)))

@@ -2,7 +2,7 @@
 //! threads rarely meet on a lock.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::mode::Shared;
 
@@ -30,7 +30,7 @@ fn shard_of(shared: &Arc<Shared>) -> usize {
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::sync::lock_std(shard)
 }
 
 /// Lists a body that starts (once). Its id comes from its shard's count, under the lock already

@@ -42,6 +42,8 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::sync::lock_std as lock;
 use std::time::Duration;
 
 use super::Slots;
@@ -465,10 +467,4 @@ impl Slots {
                 .set(decision.to as f64);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
