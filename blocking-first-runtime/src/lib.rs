@@ -30,6 +30,7 @@ mod sync;
 mod ticket;
 mod unwind;
 mod watchdog;
+mod watcher;
 
 pub use cancel::{Cancelled, check_cancelled, is_cancelled};
 pub use stats::{Stats, reset_peak, stats};

@@ -9,12 +9,11 @@
 //! One thread watches, and only while some body that already started waits for a slot of a
 //! capped limit; it ends a second after the last such wait.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::thread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::slots::Slots;
+use crate::watcher::Watcher;
 
 /// How often the watching thread looks.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -27,70 +26,41 @@ const STALL_STRETCHES: u64 = 20;
 /// At most one warning per limit per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
-static WATCHED: Mutex<Vec<&'static Slots>> = Mutex::new(Vec::new());
-static RUNNING: AtomicBool = AtomicBool::new(false);
+static WATCHER: Watcher<Slots> = Watcher::new("blocking-first-watchdog", CHECK_EVERY, IDLE_EXIT);
 
 /// Starts watching `limit` (a body that already started waits for one of its slots).
 pub(crate) fn watch(limit: &'static Slots) {
-    if !limit.watch_flag().swap(true, Ordering::AcqRel) {
-        lock_watched().push(limit);
-    }
-    // SeqCst here, at the exit below and on `returning`: a single order in which either this
-    // swap sees the thread gone (and starts one), or the exiting thread sees this waiter.
-    if !RUNNING.swap(true, Ordering::SeqCst) {
-        let spawned = thread::Builder::new()
-            .name("blocking-first-watchdog".into())
-            .spawn(run);
-        if spawned.is_err() {
-            // No thread to watch with: try again at the next wait.
-            RUNNING.swap(false, Ordering::SeqCst);
-        }
-    }
+    let first = !limit.watch_flag().swap(true, Ordering::AcqRel);
+    WATCHER.watch(first.then_some(limit), run);
 }
 
-fn lock_watched() -> std::sync::MutexGuard<'static, Vec<&'static Slots>> {
-    WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn run() {
+fn run(watcher: &'static Watcher<Slots>) {
     let mut watches: Vec<Watch> = Vec::new();
-    let mut idle = Duration::ZERO;
-    loop {
-        thread::sleep(CHECK_EVERY);
-        let now = Instant::now();
-        for limit in lock_watched().iter() {
-            if !watches
-                .iter()
-                .any(|watch| std::ptr::eq(watch.limit, *limit))
-            {
-                watches.push(Watch::new(limit, now));
+    // `returning` is read SeqCst (see `Watcher::watch`).
+    watcher.run(
+        |limit| limit.returning_waiters() > 0,
+        |limits| {
+            let now = Instant::now();
+            for limit in limits {
+                if !watches
+                    .iter()
+                    .any(|watch| std::ptr::eq(watch.limit, *limit))
+                {
+                    watches.push(Watch::new(limit, now));
+                }
             }
-        }
-        let mut anyone_waiting = false;
-        for watch in &mut watches {
-            anyone_waiting |= watch.limit.returning_waiters() > 0;
-            if let Some(stall) = watch.tick(now) {
-                // A subscriber that panics on the warning must not end the watching for good
-                // (`RUNNING` would stay set with no thread behind it).
-                crate::unwind::drop_caught(std::panic::catch_unwind(|| report(&stall)));
+            let mut anyone_waiting = false;
+            for watch in &mut watches {
+                anyone_waiting |= watch.limit.returning_waiters() > 0;
+                if let Some(stall) = watch.tick(now) {
+                    // A subscriber that panics on the warning must not end the watching for
+                    // good (the watcher would stay marked running with no thread behind it).
+                    crate::unwind::drop_caught(std::panic::catch_unwind(|| report(&stall)));
+                }
             }
-        }
-        idle = if anyone_waiting {
-            Duration::ZERO
-        } else {
-            idle + CHECK_EVERY
-        };
-        if idle >= IDLE_EXIT {
-            RUNNING.swap(false, Ordering::SeqCst);
-            // A wait that began just now saw the thread running and started none: stay (unless
-            // a new thread took over already).
-            let waiting = lock_watched().iter().any(|l| l.returning_waiters() > 0);
-            if !waiting || RUNNING.swap(true, Ordering::SeqCst) {
-                return;
-            }
-            idle = Duration::ZERO;
-        }
-    }
+            anyone_waiting
+        },
+    );
 }
 
 /// What the watching thread knows of one limit. All clock reads happen here, none in a hop.

@@ -3,12 +3,11 @@
 //! (every slot stuck while jobs wait) and grows it. The arithmetic of the moves is the slots'
 //! (`slots::adaptive`); this is where they reach the queue.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Limit, Slot};
 use crate::slots::Decision;
+use crate::watcher::Watcher;
 
 impl Limit {
     /// A job of this limit ran for `took`: adds it to the window, and adapts the capacity if it
@@ -80,8 +79,8 @@ const STALL_CHECK: Duration = Duration::from_millis(5);
 /// The stall watcher ends after this long with no job waiting on any adaptive limit.
 const STALL_IDLE_EXIT: Duration = Duration::from_secs(1);
 
-static STALL_WATCHED: Mutex<Vec<&'static Limit>> = Mutex::new(Vec::new());
-static STALL_RUNNING: AtomicBool = AtomicBool::new(false);
+static STALLS: Watcher<Limit> =
+    Watcher::new("blocking-first-adaptive", STALL_CHECK, STALL_IDLE_EXIT);
 
 /// A job waits for a slot of the adaptive `limit`: makes sure one thread checks it for stalls
 /// ([`Limit::grow_if_stalled`]) while jobs wait; it ends a second after the last wait.
@@ -89,56 +88,28 @@ pub(crate) fn watch_stalls(limit: &'static Limit) {
     if !limit.slots.is_adaptive() {
         return;
     }
-    // The list's lock only the first time: this runs for every job that waits.
-    if limit.slots.list_for_stalls() {
-        lock(&STALL_WATCHED).push(limit);
-    }
-    // SeqCst here and at the exit: either this sees the thread gone and starts one, or the
-    // exiting thread sees this wait.
-    if !STALL_RUNNING.swap(true, Ordering::SeqCst) {
-        let spawned = std::thread::Builder::new()
-            .name("blocking-first-adaptive".into())
-            .spawn(watch_stalls_thread);
-        if spawned.is_err() {
-            STALL_RUNNING.swap(false, Ordering::SeqCst);
-        }
-    }
+    // Listed once (a flag per limit): this runs for every job that waits.
+    STALLS.watch(
+        limit.slots.list_for_stalls().then_some(limit),
+        watch_stalls_thread,
+    );
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn watch_stalls_thread() {
-    let mut idle = Duration::ZERO;
-    loop {
-        std::thread::sleep(STALL_CHECK);
-        let limits = lock(&STALL_WATCHED).clone();
-        let now = crate::clock::now();
-        let mut waiting = false;
-        for limit in limits {
-            waiting |= limit.slots.slot_waiters() > 0 || limit.slots.branch_denied_recently(now);
-            // A subscriber that panics on the `DEBUG` event must not end the watching.
-            crate::unwind::drop_caught(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                || limit.grow_if_stalled(now),
-            )));
-        }
-        idle = if waiting {
-            Duration::ZERO
-        } else {
-            idle + STALL_CHECK
-        };
-        if idle >= STALL_IDLE_EXIT {
-            STALL_RUNNING.swap(false, Ordering::SeqCst);
-            let waits = lock(&STALL_WATCHED)
-                .iter()
-                .any(|limit| limit.slots.slot_waiters() > 0);
-            if !waits || STALL_RUNNING.swap(true, Ordering::SeqCst) {
-                return;
+fn watch_stalls_thread(watcher: &'static Watcher<Limit>) {
+    watcher.run(
+        |limit| limit.slots.slot_waiters() > 0,
+        |limits| {
+            let now = crate::clock::now();
+            let mut waiting = false;
+            for limit in limits {
+                waiting |=
+                    limit.slots.slot_waiters() > 0 || limit.slots.branch_denied_recently(now);
+                // A subscriber that panics on the `DEBUG` event must not end the watching.
+                crate::unwind::drop_caught(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                    || limit.grow_if_stalled(now),
+                )));
             }
-            idle = Duration::ZERO;
-        }
-    }
+            waiting
+        },
+    );
 }
