@@ -298,7 +298,7 @@ impl<M: ManageConnection> Pool<M> {
             inner,
             #[cfg(feature = "tracing")]
             _held: Held::take(self.key()),
-            _body: InBody::take(),
+            _body: CountedInBody::take(),
             pool: self.clone(),
             _stays: Stays(PhantomData, PhantomData),
         })
@@ -363,9 +363,7 @@ impl<M: ManageConnection> Pool<M> {
         static WARNED: std::sync::Mutex<Vec<&'static std::panic::Location<'static>>> =
             std::sync::Mutex::new(Vec::new());
         {
-            let mut warned = WARNED
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut warned = crate::sync::lock_std(&WARNED);
             if warned.contains(&at) {
                 return;
             }
@@ -602,7 +600,7 @@ pub struct Conn<M: ManageConnection> {
     #[cfg(feature = "tracing")]
     _held: Held,
     /// Counts the connection in the body that took it, if any.
-    _body: Option<InBody>,
+    _body: Option<CountedInBody>,
     /// Keeps the pool, and so the limit's capacity, fixed while the connection is out.
     pool: Pool<M>,
     /// Makes the connection neither `Send` nor `Sync` (but a diesel one `Send`), at no cost.
@@ -615,7 +613,7 @@ pub struct Conn<M: ManageConnection> {
 /// "end the scope", not "drop": a `drop(conn)` after a use does not satisfy rustc, ending the
 /// scope always does. It holds no data, so whether it is `Send` is a choice: with the `diesel`
 /// feature, the marker of diesel's manager is (diesel's `Connection` must be `Send`), and a held
-/// diesel connection is reported at run time instead ([`InBody`]).
+/// diesel connection is reported at run time instead ([`CountedInBody`]).
 struct Stays<M>(
     PhantomData<*const EndTheConnScopeBeforeIoOrAwait>,
     PhantomData<fn() -> M>,
@@ -627,18 +625,18 @@ enum EndTheConnScopeBeforeIoOrAwait {}
 /// A connection counted in the body whose blocking code took it (in the body's state, not the
 /// thread's: a diesel `Conn` may be dropped on another thread). A stretch that ends, at an `io!`
 /// or an `.await`, while the count is not 0 says so: the connection is then outside the cap.
-struct InBody(Arc<crate::mode::Shared>);
+struct CountedInBody(Arc<crate::mode::Shared>);
 
-impl InBody {
-    fn take() -> Option<InBody> {
+impl CountedInBody {
+    fn take() -> Option<CountedInBody> {
         let body = crate::cancel::current_body()?;
         body.conns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(InBody(body))
+        Some(CountedInBody(body))
     }
 }
 
-impl Drop for InBody {
+impl Drop for CountedInBody {
     fn drop(&mut self) {
         self.0
             .conns

@@ -70,9 +70,7 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
             return Stretch::Cancelled;
         }
         if shared.io.load(Ordering::Acquire) {
-            shared.on_blocking.store(false, Ordering::Release);
-            check_conns(shared);
-            return Stretch::Back;
+            return leave(shared);
         }
         if shared.is_woken() {
             continue;
@@ -85,18 +83,19 @@ pub(crate) fn run_stretch<F: Future + ?Sized>(
             )
         });
         if !quick {
-            shared.on_blocking.store(false, Ordering::Release);
-            check_conns(shared);
-            return Stretch::Back;
+            return leave(shared);
         }
     }
 }
 
-/// A body leaving its blocking code holds no pooled connection, or is told so.
-fn check_conns(shared: &Shared) {
+/// The body leaves its blocking code unfinished (for `io!` or an `.await` that waits): off this
+/// thread, holding no pooled connection or told so.
+fn leave<T>(shared: &Shared) -> Stretch<T> {
+    shared.on_blocking.store(false, Ordering::Release);
     let held = shared.conns.load(std::sync::atomic::Ordering::Relaxed);
     if held != 0 {
         let record = &shared.record;
         crate::observe::detect::held_connection(record.site, record.limit.name(), held);
     }
+    Stretch::Back
 }
